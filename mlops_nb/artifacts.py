@@ -1,0 +1,282 @@
+"""Content-addressed, immutable artifact storage: a local folder or S3.
+
+Each file is stored once under its sha256 (``blobs/sha256/ab/abcdef...``). A version's
+files are described by a manifest (path, sha256, size and role of each file); the
+version digest is the sha256 of the manifest's canonical JSON, which is stored as a blob
+too, so an artifact store on its own says what every version contains.
+
+Fetching verifies every byte against the manifest before a caller sees the file: a
+tampered or truncated blob raises :class:`~mlops_nb.errors.IntegrityError`.
+
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> (root / "w.txt").write_text("weights")
+7
+>>> store = open_store(str(root / "artifacts"))
+>>> manifest = store.put_files({"w.txt": root / "w.txt"}, roles={"w.txt": "model"})
+>>> manifest["files"][0]["size"], manifest_digest(manifest)[:7]
+(7, 'sha256:')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import ArtifactMissing, IntegrityError, InvalidArgument, StorageError
+
+MANIFEST_FORMAT = 1
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one byte form of a JSON document that digests are computed over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The version digest: ``sha256:<hex>`` of the manifest's canonical JSON."""
+    return "sha256:" + hashlib.sha256(canonical_json(manifest)).hexdigest()
+
+
+def _blob_key(hexdigest: str) -> str:
+    return f"blobs/sha256/{hexdigest[:2]}/{hexdigest}"
+
+
+class ArtifactStore:
+    """Shared logic; subclasses move bytes to and from one place."""
+
+    uri: str
+
+    # -- transport, per backend ----------------------------------------------------------
+    def _exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def _upload(self, src: Path, key: str) -> None:
+        raise NotImplementedError
+
+    def _download(self, key: str, dest: Path) -> None:
+        raise NotImplementedError
+
+    # -- content addressing --------------------------------------------------------------
+    def put_blob(self, path: Path) -> tuple[str, int]:
+        """Store one file; returns (hex sha256, size). Existing blobs are not rewritten."""
+        digest = sha256_file(path)
+        key = _blob_key(digest)
+        if not self._exists(key):
+            self._upload(path, key)
+        return digest, path.stat().st_size
+
+    def put_files(
+        self, files: dict[str, Path], roles: dict[str, str], extra: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Store files under their relative names; returns the manifest (also stored)."""
+        entries = []
+        for rel in sorted(files):
+            src = Path(files[rel])
+            if not src.is_file():
+                raise ArtifactMissing(f"artifact file {str(src)!r} does not exist")
+            digest, size = self.put_blob(src)
+            entries.append({"path": rel, "sha256": digest, "size": size, "role": roles[rel]})
+        manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "files": entries, **(extra or {})}
+        with tempfile.TemporaryDirectory() as tmp:
+            mpath = Path(tmp) / "manifest.json"
+            mpath.write_bytes(canonical_json(manifest))
+            self.put_blob(mpath)
+        return manifest
+
+    def fetch(
+        self,
+        manifest: dict[str, Any],
+        digest: str,
+        dest: Path,
+        roles: set[str] | None = None,
+    ) -> dict[str, Path]:
+        """Download the manifest's files (optionally only some roles) into ``dest``,
+        verifying the manifest against ``digest`` and every file against the manifest.
+        Nothing is left in ``dest`` when a check fails."""
+        if manifest_digest(manifest) != digest:
+            raise IntegrityError(
+                f"manifest does not match the recorded digest {digest}: the registry row "
+                "was altered; re-register the model"
+            )
+        out: dict[str, Path] = {}
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            for entry in manifest["files"]:
+                if roles is not None and entry["role"] not in roles:
+                    continue
+                target = dest / entry["path"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._download(_blob_key(entry["sha256"]), target)
+                actual = sha256_file(target)
+                size = target.stat().st_size
+                if actual != entry["sha256"] or size != entry["size"]:
+                    raise IntegrityError(
+                        f"artifact file {entry['path']!r} in {self.uri} is corrupt: expected "
+                        f"sha256 {entry['sha256']} ({entry['size']} bytes), found {actual} "
+                        f"({size} bytes). The stored blob was modified or truncated; restore "
+                        "it from a backup or register the model again"
+                    )
+                out[entry["path"]] = target
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.uri}>"
+
+
+class LocalStore(ArtifactStore):
+    """Blobs in a local folder, written atomically and made read-only."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create artifact folder {self.uri!r}: {e}") from e
+
+    def _exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def _upload(self, src: Path, key: str) -> None:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _download(self, key: str, dest: Path) -> None:
+        src = self.root / key
+        if not src.is_file():
+            raise ArtifactMissing(
+                f"artifact blob {key!r} is missing from {self.uri}; restore the folder "
+                "from a backup or register the model again"
+            )
+        shutil.copyfile(src, dest)
+
+
+class S3Store(ArtifactStore):
+    """Blobs in ``s3://bucket/prefix`` through boto3.
+
+    Endpoint, region and credentials come from the usual boto3 configuration
+    (environment, ``~/.aws``), or from ``client_kwargs`` such as ``endpoint_url``.
+    """
+
+    def __init__(self, uri: str, client_kwargs: dict[str, Any] | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        parsed = urlparse(uri)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise InvalidArgument(f"expected s3://bucket/prefix, got {uri!r}")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.uri = uri.rstrip("/")
+        kwargs = dict(client_kwargs or {})
+        kwargs.setdefault(
+            "config",
+            Config(
+                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
+            ),
+        )
+        self.client = boto3.client("s3", **kwargs)
+        self._check_bucket()
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _explain(self, e: Exception, action: str) -> StorageError:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if isinstance(e, NoCredentialsError):
+            return StorageError(
+                f"no AWS credentials found for {self.uri}: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, a profile, or pass credentials in s3 options"
+            )
+        if isinstance(e, ClientError):
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchBucket"}:
+                return StorageError(
+                    f"S3 bucket {self.bucket!r} does not exist: create it or fix the "
+                    f"artifact URI {self.uri!r}"
+                )
+            if code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                return StorageError(
+                    f"S3 refused the credentials for {self.uri} while trying to {action} "
+                    f"({code}): check the access key, secret and bucket policy"
+                )
+        return StorageError(f"S3 error while trying to {action} at {self.uri}: {e}")
+
+    def _check_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as e:
+            raise self._explain(e, "open the bucket") from e
+
+    def _exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as e:
+            if str(e.response.get("Error", {}).get("Code", "")) in {"404", "NoSuchKey"}:
+                return False
+            raise self._explain(e, f"look up {key}") from e
+        except Exception as e:
+            raise self._explain(e, f"look up {key}") from e
+
+    def _upload(self, src: Path, key: str) -> None:
+        try:
+            self.client.upload_file(str(src), self.bucket, self._key(key))
+        except Exception as e:
+            raise self._explain(e, f"upload {key}") from e
+
+    def _download(self, key: str, dest: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(dest))
+        except ClientError as e:
+            code = str(e.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchKey"}:
+                raise ArtifactMissing(
+                    f"artifact blob {key!r} is missing from {self.uri}; restore it or "
+                    "register the model again"
+                ) from e
+            raise self._explain(e, f"download {key}") from e
+        except Exception as e:
+            raise self._explain(e, f"download {key}") from e
+
+
+def open_store(uri: str, s3_options: dict[str, Any] | None = None) -> ArtifactStore:
+    """An artifact store for a local path or an ``s3://`` URI."""
+    if uri.startswith("s3://"):
+        return S3Store(uri, s3_options)
+    if "://" in uri:
+        raise InvalidArgument(
+            f"unsupported artifact location {uri!r}: use a local folder or s3://bucket/prefix"
+        )
+    return LocalStore(uri)

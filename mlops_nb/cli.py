@@ -1,0 +1,137 @@
+"""The ``mlops-nb`` command: the registry from a terminal or a scheduler.
+
+mlops-nb --workspace mlops.duckdb models
+mlops-nb versions churn
+mlops-nb promote churn 3 production --reason "passed offline eval"
+mlops-nb audit --model churn
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import pandas as pd
+
+from .errors import MlopsError
+from .workspace import Workspace
+from .workspace import open as open_workspace
+
+
+def _print(frame: pd.DataFrame) -> None:
+    if frame.empty:
+        click.echo("(none)")
+        return
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40
+    ):
+        click.echo(frame.to_string(index=False))
+
+
+class _Errors(click.Group):
+    """Turn SDK errors into one clear line and exit status 1, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MlopsError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Errors)
+@click.option(
+    "--workspace",
+    "-w",
+    envvar="MLOPS_NB_WORKSPACE",
+    default="mlops.duckdb",
+    show_default=True,
+    help="DuckDB workspace file (env MLOPS_NB_WORKSPACE).",
+)
+@click.option(
+    "--artifacts",
+    envvar="MLOPS_NB_ARTIFACTS",
+    default=None,
+    help="Artifact folder or s3://bucket/prefix (env MLOPS_NB_ARTIFACTS).",
+)
+@click.pass_context
+def main(ctx: click.Context, workspace: str, artifacts: str | None) -> None:
+    """Model registry, deployments and monitoring for notebooks."""
+    ctx.obj = {"workspace": workspace, "artifacts": artifacts}
+
+
+def _ws(ctx: click.Context) -> Workspace:
+    return open_workspace(ctx.obj["workspace"], artifacts=ctx.obj["artifacts"], linger=0)
+
+
+@main.command()
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """List models with their production and latest versions."""
+    with _ws(ctx) as ws:
+        _print(ws.models())
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def versions(ctx: click.Context, name: str) -> None:
+    """List a model's versions, newest first."""
+    with _ws(ctx) as ws:
+        frame = ws.model(name).versions()
+        _print(frame.drop(columns=["digest", "model"]))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("version")
+@click.argument("stage")
+@click.option("--reason", default=None, help="Why; recorded in the audit log.")
+@click.option("--allow-archived", is_flag=True, help="Allow bringing back an archived version.")
+@click.pass_context
+def promote(
+    ctx: click.Context,
+    name: str,
+    version: str,
+    stage: str,
+    reason: str | None,
+    allow_archived: bool,
+) -> None:
+    """Move VERSION of NAME to STAGE (development, staging, production, archived)."""
+    with _ws(ctx) as ws:
+        v = (
+            ws.model(name)
+            .version(version)
+            .promote(stage, reason=reason, allow_archived=allow_archived)
+        )
+        click.echo(f"{v.model} v{v.number} is now {v.stage}")
+
+
+@main.command()
+@click.option("--model", default=None, help="Only this model's records.")
+@click.option("--limit", default=None, type=int, help="Only the newest N records.")
+@click.pass_context
+def audit(ctx: click.Context, model: str | None, limit: int | None) -> None:
+    """Show the audit log."""
+    with _ws(ctx) as ws:
+        _print(ws.audit(model=model, limit=limit))
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "folder",
+    default=".demo",
+    show_default=True,
+    help="Folder for the demo workspace (recreated).",
+)
+def demo(folder: str) -> None:
+    """Train, register, promote and print: the registry story end to end."""
+    from .demo import run
+
+    run(folder)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,131 @@
+"""The one exception tree of mlops_nb.
+
+Every error raised on purpose by the SDK derives from :class:`MlopsError`; where a
+builtin fits, it is mixed in so ``except LookupError`` and friends keep working::
+
+    MlopsError
+    ├── WorkspaceError
+    │   ├── WorkspaceBusy            (+ TimeoutError)
+    │   ├── NotAWorkspace            (+ ValueError)
+    │   └── SchemaTooNew
+    ├── NotFound                     (+ LookupError)
+    │   ├── ModelNotFound
+    │   ├── VersionNotFound
+    │   └── AliasNotFound
+    ├── InvalidArgument              (+ ValueError)
+    │   ├── InvalidStage
+    │   ├── InvalidMetric
+    │   └── DuplicateLabel
+    ├── PromotionRefused             (+ PermissionError)
+    └── ArtifactError
+        ├── ArtifactMissing          (+ FileNotFoundError)
+        ├── IntegrityError
+        ├── StorageError             (S3 bucket, credentials, endpoint)
+        └── FlavorError              (saving or loading a model object)
+
+Messages say what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AliasNotFound",
+    "ArtifactError",
+    "ArtifactMissing",
+    "DuplicateLabel",
+    "FlavorError",
+    "IntegrityError",
+    "InvalidArgument",
+    "InvalidMetric",
+    "InvalidStage",
+    "MlopsError",
+    "ModelNotFound",
+    "NotAWorkspace",
+    "NotFound",
+    "PromotionRefused",
+    "SchemaTooNew",
+    "StorageError",
+    "VersionNotFound",
+    "WorkspaceBusy",
+    "WorkspaceError",
+]
+
+
+class MlopsError(Exception):
+    """Root of every error raised by mlops_nb."""
+
+
+class WorkspaceError(MlopsError):
+    """The workspace file cannot be used."""
+
+
+class WorkspaceBusy(WorkspaceError, TimeoutError):
+    """Another process held the workspace's write lock for longer than the busy timeout."""
+
+
+class NotAWorkspace(WorkspaceError, ValueError):
+    """The path is not a DuckDB database."""
+
+
+class SchemaTooNew(WorkspaceError):
+    """The workspace was written by a newer mlops_nb than this one."""
+
+
+class NotFound(MlopsError, LookupError):
+    """A named thing does not exist."""
+
+
+class ModelNotFound(NotFound):
+    """No model of that name is registered."""
+
+
+class VersionNotFound(NotFound):
+    """The model has no version matching the reference."""
+
+
+class AliasNotFound(NotFound):
+    """The model has no such alias."""
+
+
+class InvalidArgument(MlopsError, ValueError):
+    """An argument has the wrong type or value."""
+
+
+class InvalidStage(InvalidArgument):
+    """Not one of the lifecycle stages, or a transition that needs an opt-in."""
+
+
+class InvalidMetric(InvalidArgument):
+    """A metric that is not a finite number, or a malformed metric condition."""
+
+
+class DuplicateLabel(InvalidArgument):
+    """The semantic-version label or alias is already taken within the model."""
+
+
+class PromotionRefused(MlopsError, PermissionError):
+    """A promotion policy rule was not met; ``rule`` names it."""
+
+    def __init__(self, message: str, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class ArtifactError(MlopsError):
+    """Storing or fetching artifact files failed."""
+
+
+class ArtifactMissing(ArtifactError, FileNotFoundError):
+    """An artifact file or a path given to register does not exist."""
+
+
+class IntegrityError(ArtifactError):
+    """An artifact's bytes do not match the digest recorded in the registry."""
+
+
+class StorageError(ArtifactError):
+    """The artifact store refused the operation (bucket, credentials, endpoint)."""
+
+
+class FlavorError(ArtifactError):
+    """A model object could not be saved or loaded by its flavor."""

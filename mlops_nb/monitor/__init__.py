@@ -1,0 +1,1 @@
+"""Monitoring: prediction logs, delayed labels, drift and performance."""

@@ -1,0 +1,214 @@
+"""Read-side SQL: resolving version references, version rows, search.
+
+A version reference is one of: a version number (``3`` or ``"3"``), ``"latest"``, an alias
+(``"@champion"``), a stage name (the newest version in that stage, e.g.
+``"production"``) or a semantic-version label (``"1.2.0"``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from .errors import InvalidArgument, InvalidMetric, ModelNotFound, VersionNotFound
+from .policy import STAGES
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_CONDITION_RE = re.compile(
+    r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|==|!=|>|<|=)\s*"
+    r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+
+VERSION_COLUMNS = """
+    v.model, v.number AS version, v.label, v.stage,
+    coalesce((SELECT list(a.alias ORDER BY a.alias) FROM aliases a
+              WHERE a.model = v.model AND a.version = v.number), []) AS aliases,
+    v.tags, v.flavor, v.framework, v.algorithm, v.data_version, v.parent_version,
+    v.git_commit, v.metrics, v.params, v.resources, v.description, v.signature,
+    v.artifact_uri, v.digest, v.manifest, v.created_at, v.created_by
+"""
+_ROW_KEYS = [
+    "model", "version", "label", "stage", "aliases", "tags", "flavor", "framework",
+    "algorithm", "data_version", "parent_version", "git_commit", "metrics", "params",
+    "resources", "description", "signature", "artifact_uri", "digest", "manifest",
+    "created_at", "created_by",
+]  # fmt: skip
+_JSON_KEYS = ("metrics", "params", "resources", "signature", "manifest")
+FRAME_COLUMNS = [
+    "model", "version", "label", "stage", "aliases", "tags", "framework", "algorithm",
+    "data_version", "created_at", "created_by", "digest",
+]  # fmt: skip
+
+
+def check_name(name: object, what: str = "model") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidArgument(
+            f"{what} name must be a string of letters, digits, '.', '_' or '-' (starting with "
+            f"a letter or digit, at most 128 characters); got {name!r}"
+        )
+    return name
+
+
+def model_exists(con: duckdb.DuckDBPyConnection, model: str) -> bool:
+    row = con.execute("SELECT count(*) FROM models WHERE name = ?", [model]).fetchone()
+    return bool(row and row[0])
+
+
+def require_model(con: duckdb.DuckDBPyConnection, model: str) -> None:
+    if not model_exists(con, model):
+        names = [
+            r[0] for r in con.execute("SELECT name FROM models ORDER BY name LIMIT 10").fetchall()
+        ]
+        known = ", ".join(names) if names else "none yet"
+        raise ModelNotFound(
+            f"no model named {model!r} (registered: {known}); register one with "
+            f"ws.model({model!r}).register(...)"
+        )
+
+
+def resolve(con: duckdb.DuckDBPyConnection, model: str, ref: int | str) -> int:
+    """The version number a reference points at."""
+    require_model(con, model)
+    if isinstance(ref, bool) or not isinstance(ref, int | str):
+        raise InvalidArgument(
+            f"version reference must be an int or a string, got {type(ref).__name__}"
+        )
+    sql: str
+    params: list[Any]
+    if isinstance(ref, int) or ref.isdigit():
+        sql, params = (
+            "SELECT number FROM versions WHERE model = ? AND number = ?",
+            [model, int(ref)],
+        )
+    elif ref == "latest":
+        sql, params = (
+            "SELECT max(number) FROM versions WHERE model = ? HAVING count(*) > 0",
+            [model],
+        )
+    elif ref.startswith("@"):
+        sql, params = "SELECT version FROM aliases WHERE model = ? AND alias = ?", [model, ref[1:]]
+    elif ref in STAGES:
+        sql = "SELECT max(number) FROM versions WHERE model = ? AND stage = ? HAVING count(*) > 0"
+        params = [model, ref]
+    else:
+        sql, params = "SELECT number FROM versions WHERE model = ? AND label = ?", [model, ref]
+    row = con.execute(sql, params).fetchone()
+    if row is None or row[0] is None:
+        raise VersionNotFound(
+            f"model {model!r} has no version {ref!r}; see ws.model({model!r}).versions() "
+            "(references: a number, 'latest', '@alias', a stage name or a semver label)"
+        )
+    return int(row[0])
+
+
+def version_row(con: duckdb.DuckDBPyConnection, model: str, number: int) -> dict[str, Any]:
+    row = con.execute(
+        f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.model = ? AND v.number = ?",
+        [model, number],
+    ).fetchone()
+    if row is None:
+        raise VersionNotFound(f"model {model!r} has no version {number}")
+    out = dict(zip(_ROW_KEYS, row, strict=True))
+    for key in _JSON_KEYS:
+        if out[key] is not None:
+            out[key] = json.loads(out[key])
+    return out
+
+
+def parse_conditions(conditions: str | Iterable[str] | None) -> list[tuple[str, str, float]]:
+    """``"accuracy >= 0.9"`` strings as (metric, operator, value) triples.
+
+    >>> parse_conditions(["accuracy >= 0.9", "latency_ms<20"])
+    [('accuracy', '>=', 0.9), ('latency_ms', '<', 20.0)]
+    """
+    if conditions is None:
+        return []
+    items = [conditions] if isinstance(conditions, str) else list(conditions)
+    out = []
+    for item in items:
+        match = _CONDITION_RE.match(item) if isinstance(item, str) else None
+        if not match:
+            raise InvalidMetric(
+                f"cannot read metric condition {item!r}: write it as 'name OP number' with OP "
+                "one of >=, <=, >, <, ==, != (e.g. 'accuracy >= 0.9')"
+            )
+        name, op, value = match.groups()
+        out.append((name, "==" if op == "=" else op, float(value)))
+    return out
+
+
+def search(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    model: str | None = None,
+    stage: str | Sequence[str] | None = None,
+    tags: str | Sequence[str] | None = None,
+    alias: str | None = None,
+    metrics: str | Iterable[str] | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Versions matching every filter given, newest first within each model."""
+    where: list[str] = []
+    params: list[Any] = []
+    if model is not None:
+        where.append("v.model = ?")
+        params.append(check_name(model))
+    if stage is not None:
+        stages = [stage] if isinstance(stage, str) else list(stage)
+        for s in stages:
+            if s not in STAGES:
+                raise InvalidArgument(f"unknown stage {s!r}; use one of {', '.join(STAGES)}")
+        where.append("list_contains(?, v.stage)")
+        params.append(stages)
+    if tags is not None:
+        tag_list = [tags] if isinstance(tags, str) else list(tags)
+        where.append("list_has_all(v.tags, ?)")
+        params.append(tag_list)
+    if alias is not None:
+        where.append(
+            "EXISTS (SELECT 1 FROM aliases a WHERE a.model = v.model "
+            "AND a.version = v.number AND a.alias = ?)"
+        )
+        params.append(alias.lstrip("@"))
+    for name, op, value in parse_conditions(metrics):
+        sql_op = "=" if op == "==" else op
+        where.append(
+            "EXISTS (SELECT 1 FROM version_metrics m WHERE m.model = v.model AND "
+            f"m.version = v.number AND m.name = ? AND m.value {sql_op} ?)"
+        )
+        params.extend([name, value])
+    sql = f"SELECT {VERSION_COLUMNS} FROM versions v"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY v.model, v.number DESC"
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
+        sql += f" LIMIT {limit}"
+    rows = con.execute(sql, params).fetchall()
+    return to_frame([dict(zip(_ROW_KEYS, r, strict=True)) for r in rows])
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per version; each metric becomes a column of its own."""
+    records = []
+    metric_names: list[str] = []
+    for r in rows:
+        metrics = json.loads(r["metrics"]) if isinstance(r["metrics"], str) else r["metrics"]
+        rec = {k: r[k] for k in FRAME_COLUMNS}
+        rec["aliases"] = list(r["aliases"] or [])
+        rec["tags"] = list(r["tags"] or [])
+        for k, val in metrics.items():
+            col = f"metric:{k}" if k in FRAME_COLUMNS else k
+            if col not in metric_names:
+                metric_names.append(col)
+            rec[col] = val
+        records.append(rec)
+    columns = [*FRAME_COLUMNS[:4], "aliases", *sorted(metric_names), *FRAME_COLUMNS[5:]]
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    return frame.reset_index(drop=True)

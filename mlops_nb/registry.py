@@ -1,0 +1,589 @@
+"""Model and ModelVersion handles.
+
+Handles are lazy: ``ws.model("churn").version(3)`` does no I/O. Reading an attribute
+fetches the version's row once; actions (``promote``, ``set_alias``, ``approve``) write
+in one transaction and return a refreshed handle.
+
+>>> import mlops_nb as mnb
+>>> ws = mnb.open(":memory:")
+>>> v = ws.model("double").register(lambda x: 2 * x, metrics={"mse": 0.0})
+>>> v
+<ModelVersion double v1 development>
+>>> v.promote("staging").stage
+'staging'
+>>> ws.model("double").version("latest").load()(21)
+42
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import flavors, query, render, validation
+from .artifacts import manifest_digest
+from .errors import (
+    AliasNotFound,
+    DuplicateLabel,
+    InvalidArgument,
+    InvalidStage,
+    PromotionRefused,
+    VersionNotFound,
+)
+from .policy import STAGES, Policy, check
+from .signature import as_frame, infer_inputs, infer_outputs
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .workspace import Workspace
+
+_RESERVED_ALIASES = {"latest", *STAGES}
+
+
+class Model:
+    """A named model in a workspace: a lazy handle, no I/O until an action runs."""
+
+    def __init__(self, ws: Workspace, name: str) -> None:
+        self._ws = ws
+        self.name = query.check_name(name)
+
+    def __repr__(self) -> str:
+        return f"<Model {self.name}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Model) and (other._ws, other.name) == (self._ws, self.name)
+
+    def __hash__(self) -> int:
+        return hash((id(self._ws), self.name))
+
+    def _repr_html_(self) -> str:
+        return render.versions_table(self.name, self.versions())
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def version(self, ref: int | str) -> ModelVersion:
+        """A handle on one version: a number, 'latest', '@alias', a stage or a semver label."""
+        if isinstance(ref, bool) or not isinstance(ref, int | str):
+            raise InvalidArgument(
+                f"version reference must be an int or a string, got {type(ref).__name__}"
+            )
+        return ModelVersion(self._ws, self.name, ref)
+
+    def exists(self) -> bool:
+        return self._ws._store.read(lambda con: query.model_exists(con, self.name))
+
+    def versions(self) -> pd.DataFrame:
+        """Every version, newest first, one column per metric."""
+
+        def run(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+            query.require_model(con, self.name)
+            return query.search(con, model=self.name)
+
+        return self._ws._store.read(run)
+
+    def search(self, **filters: Any) -> pd.DataFrame:
+        """Versions of this model matching ``stage``, ``tags``, ``alias``, ``metrics``."""
+        return self._ws.search(model=self.name, **filters)
+
+    def aliases(self) -> dict[str, int]:
+        rows = self._ws._store.read(
+            lambda con: con.execute(
+                "SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias", [self.name]
+            ).fetchall()
+        )
+        return {str(a): int(v) for a, v in rows}
+
+    @property
+    def policy(self) -> Policy | None:
+        """The policy set on this model (not the workspace's)."""
+        row = self._ws._store.read(
+            lambda con: con.execute(
+                "SELECT policy FROM models WHERE name = ?", [self.name]
+            ).fetchone()
+        )
+        return Policy.from_json(row[0]) if row and row[0] else None
+
+    # -- actions -------------------------------------------------------------------------
+
+    def register(
+        self,
+        model: Any,
+        *,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        description: str | None = None,
+        label: str | None = None,
+        data_version: str | None = None,
+        parent_version: int | None = None,
+        resources: dict[str, Any] | None = None,
+        input_example: Any = None,
+        reference_data: Any = None,
+        flavor: str | None = None,
+    ) -> ModelVersion:
+        """Store the model's files and record a new version in one transaction.
+
+        ``model`` is an estimator, any picklable object, or a path (registered as files).
+        ``reference_data`` is a sample kept as the drift baseline for monitoring.
+        """
+        ws = self._ws
+        metric_values = validation.metrics(metrics)
+        param_values = validation.json_dict(params, "params")
+        resource_values = validation.json_dict(resources, "resources")
+        tag_values = validation.tags(tags)
+        label_value = validation.label(label)
+        validation.optional_str(description, "description")
+        validation.optional_str(data_version, "data_version")
+        if parent_version is not None and (
+            isinstance(parent_version, bool) or not isinstance(parent_version, int)
+        ):
+            raise InvalidArgument(f"parent_version must be an int, got {parent_version!r}")
+        chosen = flavor or flavors.detect(model)
+        if chosen not in flavors.FLAVORS:
+            raise InvalidArgument(
+                f"unknown flavor {chosen!r}; use one of {', '.join(flavors.FLAVORS)}"
+            )
+        framework, algorithm = flavors.describe(model, chosen)
+        signature: dict[str, Any] | None = None
+        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
+            folder = Path(tmp)
+            files, extra = flavors.save(model, chosen, folder)
+            roles = dict.fromkeys(files, "model")
+            if input_example is not None:
+                example = _frame(input_example, "input_example")
+                files["input_example.parquet"] = _write_parquet(example, folder / "example.parquet")
+                roles["input_example.parquet"] = "input_example"
+                signature = {
+                    "inputs": infer_inputs(input_example),
+                    "outputs": infer_outputs(model, input_example),
+                }
+            if reference_data is not None:
+                reference = _frame(reference_data, "reference_data")
+                files["reference.parquet"] = _write_parquet(reference, folder / "reference.parquet")
+                roles["reference.parquet"] = "reference"
+            manifest = ws.artifacts.put_files(files, roles, extra)
+        digest = manifest_digest(manifest)
+        actor = ws.actor()
+        now = ws.now()
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            if not query.model_exists(con, self.name):
+                con.execute(
+                    "INSERT INTO models (name, created_at, created_by) VALUES (?, ?, ?)",
+                    [self.name, now, actor],
+                )
+            if label_value is not None:
+                taken = con.execute(
+                    "SELECT number FROM versions WHERE model = ? AND label = ?",
+                    [self.name, label_value],
+                ).fetchone()
+                if taken:
+                    raise DuplicateLabel(
+                        f"label {label_value!r} already names {self.name} v{taken[0]}; labels "
+                        "are unique per model, pick the next version number"
+                    )
+            if parent_version is not None:
+                query.resolve(con, self.name, parent_version)
+            row = con.execute(
+                "SELECT coalesce(max(number), 0) + 1 FROM versions WHERE model = ?", [self.name]
+            ).fetchone()
+            number = int(row[0]) if row else 1
+            con.execute(
+                "INSERT INTO versions VALUES "
+                "(?, ?, ?, 'development', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    self.name,
+                    number,
+                    label_value,
+                    chosen,
+                    framework,
+                    algorithm,
+                    data_version,
+                    parent_version,
+                    ws.git_commit(),
+                    json.dumps(metric_values),
+                    json.dumps(param_values),
+                    json.dumps(resource_values),
+                    tag_values,
+                    description,
+                    json.dumps(signature) if signature else None,
+                    ws.artifacts.uri,
+                    digest,
+                    json.dumps(manifest),
+                    now,
+                    actor,
+                ],
+            )
+            if metric_values:
+                con.executemany(
+                    "INSERT INTO version_metrics VALUES (?, ?, ?, ?)",
+                    [[self.name, number, k, val] for k, val in metric_values.items()],
+                )
+            ws._audit(
+                con,
+                "register",
+                self.name,
+                number,
+                None,
+                "development",
+                None,
+                {"digest": digest, "label": label_value},
+            )
+            return number
+
+        number = ws._store.write(write)
+        ws._emit("registered", self.name, number, {"digest": digest, "label": label_value})
+        return ModelVersion(ws, self.name, number)
+
+    def set_alias(self, alias: str, version: int | str) -> ModelVersion:
+        """Point ``alias`` (e.g. 'champion') at a version; moves it if it exists."""
+        alias = _check_alias(alias)
+        ws = self._ws
+
+        def write(con: duckdb.DuckDBPyConnection) -> tuple[int, int | None]:
+            number = query.resolve(con, self.name, version)
+            old = con.execute(
+                "SELECT version FROM aliases WHERE model = ? AND alias = ?", [self.name, alias]
+            ).fetchone()
+            con.execute(
+                "INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", [self.name, alias, number]
+            )
+            ws._audit(
+                con,
+                "alias",
+                self.name,
+                number,
+                f"v{old[0]}" if old else None,
+                f"@{alias}",
+                None,
+                None,
+            )
+            return number, int(old[0]) if old else None
+
+        number, previous = ws._store.write(write)
+        ws._emit("alias_set", self.name, number, {"alias": alias, "previous": previous})
+        return ModelVersion(ws, self.name, number)
+
+    def remove_alias(self, alias: str) -> None:
+        ws = self._ws
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            query.require_model(con, self.name)
+            row = con.execute(
+                "DELETE FROM aliases WHERE model = ? AND alias = ? RETURNING version",
+                [self.name, alias],
+            ).fetchone()
+            if row is None:
+                raise AliasNotFound(f"model {self.name!r} has no alias {alias!r}")
+            ws._audit(con, "alias_removed", self.name, int(row[0]), f"@{alias}", None, None, None)
+            return int(row[0])
+
+        number = ws._store.write(write)
+        ws._emit("alias_removed", self.name, number, {"alias": alias})
+
+    def set_policy(self, policy: Policy | None) -> Model:
+        """Set (or clear with None) this model's promotion policy."""
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidArgument(f"expected mlops_nb.Policy or None, got {type(policy).__name__}")
+        ws = self._ws
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            query.require_model(con, self.name)
+            con.execute(
+                "UPDATE models SET policy = ? WHERE name = ?",
+                [policy.to_json() if policy else None, self.name],
+            )
+            ws._audit(
+                con,
+                "policy",
+                self.name,
+                None,
+                None,
+                policy.to_json() if policy else None,
+                None,
+                None,
+            )
+
+        ws._store.write(write)
+        return self
+
+
+class ModelVersion:
+    """One version of a model. Attributes load the row once; actions refresh it."""
+
+    def __init__(self, ws: Workspace, model: str, ref: int | str) -> None:
+        self._ws = ws
+        self.model = model
+        self._ref = ref
+        self._row: dict[str, Any] | None = None
+
+    # -- the row -------------------------------------------------------------------------
+
+    def _info(self) -> dict[str, Any]:
+        if self._row is None:
+
+            def run(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+                return query.version_row(con, self.model, query.resolve(con, self.model, self._ref))
+
+            self._row = self._ws._store.read(run)
+        return self._row
+
+    def refresh(self) -> ModelVersion:
+        """A new handle on the same version number with the current row."""
+        return ModelVersion(self._ws, self.model, self.number)
+
+    @property
+    def number(self) -> int:
+        if isinstance(self._ref, int):
+            return self._ref
+        return int(self._info()["version"])
+
+    stage = property(lambda self: str(self._info()["stage"]), doc="Lifecycle stage.")
+    label = property(lambda self: self._info()["label"], doc="Semantic-version label or None.")
+    metrics = property(lambda self: dict(self._info()["metrics"]), doc="Recorded metrics.")
+    params = property(lambda self: dict(self._info()["params"]), doc="Training parameters.")
+    tags = property(lambda self: list(self._info()["tags"]), doc="Tags, sorted.")
+    aliases = property(lambda self: list(self._info()["aliases"]), doc="Aliases, sorted.")
+    digest = property(lambda self: str(self._info()["digest"]), doc="sha256 of the manifest.")
+    flavor = property(lambda self: str(self._info()["flavor"]), doc="How the model is saved.")
+    signature = property(lambda self: self._info()["signature"], doc="Input/output schema.")
+    created_at = property(lambda self: self._info()["created_at"], doc="When registered (UTC).")
+    created_by = property(lambda self: self._info()["created_by"], doc="Who registered it.")
+
+    @property
+    def lineage(self) -> dict[str, Any]:
+        """Training data version, parent version and git commit."""
+        row = self._info()
+        return {k: row[k] for k in ("data_version", "parent_version", "git_commit")}
+
+    def info(self) -> dict[str, Any]:
+        """Everything recorded about this version, as a dict."""
+        return dict(self._info())
+
+    def __repr__(self) -> str:
+        try:
+            return f"<ModelVersion {self.model} v{self.number} {self.stage}>"
+        except VersionNotFound:
+            return f"<ModelVersion {self.model} {self._ref!r} (not found)>"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ModelVersion)
+            and other._ws is self._ws
+            and (other.model, other.number) == (self.model, self.number)
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self._ws), self.model, self.number))
+
+    def _repr_html_(self) -> str:
+        return render.version_card(self._info())
+
+    # -- artifacts -----------------------------------------------------------------------
+
+    def _fetch(self, roles: set[str], dest: Path) -> dict[str, Path]:
+        row = self._info()
+        store = self._ws._artifact_store(str(row["artifact_uri"]))
+        return store.fetch(row["manifest"], str(row["digest"]), dest, roles)
+
+    def load(self) -> Any:
+        """The model object, after every model file's sha256 is verified.
+
+        A ``files`` version returns the path of a verified local copy.
+        """
+        row = self._info()
+        if row["flavor"] == "files":
+            dest = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{self.model}-v{self.number}-"))
+            self._fetch({"model"}, dest)
+            return flavors.load(row["manifest"], dest)
+        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
+            self._fetch({"model"}, Path(tmp))
+            return flavors.load(row["manifest"], Path(tmp))
+
+    def download(self, dest: str | Path) -> Path:
+        """Copy every verified artifact file of this version into ``dest``."""
+        target = Path(dest)
+        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
+            self._fetch({"model", "input_example", "reference"}, Path(tmp))
+            flavors.copy_tree(Path(tmp), target)
+        return target
+
+    def _frame_artifact(self, role: str, name: str) -> pd.DataFrame | None:
+        if not any(f["role"] == role for f in self._info()["manifest"]["files"]):
+            return None
+        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
+            paths = self._fetch({role}, Path(tmp))
+            return pd.read_parquet(paths[name])
+
+    def input_example(self) -> pd.DataFrame | None:
+        """The input example given at registration, or None."""
+        return self._frame_artifact("input_example", "input_example.parquet")
+
+    def reference_data(self) -> pd.DataFrame | None:
+        """The reference sample kept for drift baselines, or None."""
+        return self._frame_artifact("reference", "reference.parquet")
+
+    # -- actions -------------------------------------------------------------------------
+
+    def promote(
+        self, stage: str, *, reason: str | None = None, allow_archived: bool = False
+    ) -> ModelVersion:
+        """Move this version to ``stage``; promoting to production archives the current one.
+
+        A policy rule that fails raises :class:`PromotionRefused`, changes nothing, and
+        leaves an audit record of the attempt.
+        """
+        if stage not in STAGES:
+            raise InvalidStage(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+        validation.optional_str(reason, "reason")
+        ws = self._ws
+        refused: list[tuple[str, str]] = []
+
+        def write(con: duckdb.DuckDBPyConnection) -> tuple[int, str, list[int]]:
+            number = query.resolve(con, self.model, self._ref)
+            row = query.version_row(con, self.model, number)
+            current = str(row["stage"])
+            if current == stage:
+                return number, current, []
+            if current == "archived" and not allow_archived:
+                raise InvalidStage(
+                    f"{self.model} v{number} is archived; pass allow_archived=True to bring "
+                    f"it back to {stage}"
+                )
+            approvers = [
+                r[0]
+                for r in con.execute(
+                    "SELECT approver FROM approvals WHERE model = ? AND version = ?",
+                    [self.model, number],
+                ).fetchall()
+            ]
+            broken = check(
+                ws._policy_for(con, self.model), stage, row["metrics"], reason, approvers
+            )
+            if broken:
+                refused.append(broken)
+                return number, current, []
+            archived: list[int] = []
+            if stage == "production":
+                archived = [
+                    int(r[0])
+                    for r in con.execute(
+                        "UPDATE versions SET stage = 'archived' WHERE model = ? AND "
+                        "stage = 'production' RETURNING number",
+                        [self.model],
+                    ).fetchall()
+                ]
+                for old in archived:
+                    ws._audit(
+                        con,
+                        "archive",
+                        self.model,
+                        old,
+                        "production",
+                        "archived",
+                        f"replaced by v{number}",
+                        None,
+                    )
+            con.execute(
+                "UPDATE versions SET stage = ? WHERE model = ? AND number = ?",
+                [stage, self.model, number],
+            )
+            ws._audit(con, "promote", self.model, number, current, stage, reason, None)
+            return number, current, archived
+
+        number, previous, archived = ws._store.write(write)
+        if refused:
+            rule, why = refused[0]
+            ws._store.write(
+                lambda con: ws._audit(
+                    con,
+                    "promote_refused",
+                    self.model,
+                    number,
+                    previous,
+                    stage,
+                    reason,
+                    {"rule": rule},
+                )
+            )
+            ws._emit("promotion_refused", self.model, number, {"stage": stage, "rule": rule})
+            raise PromotionRefused(
+                f"promotion of {self.model} v{number} to {stage} refused by rule {rule!r}: {why}",
+                rule,
+            )
+        for old in archived:
+            ws._emit("archived", self.model, old, {"replaced_by": number})
+        if previous != stage:
+            ws._emit(
+                "promoted", self.model, number, {"from": previous, "to": stage, "reason": reason}
+            )
+        return ModelVersion(ws, self.model, number)
+
+    def archive(self, *, reason: str | None = None) -> ModelVersion:
+        return self.promote("archived", reason=reason)
+
+    def approve(self, *, comment: str | None = None) -> ModelVersion:
+        """Record the current user's approval of this version (counted once per person)."""
+        validation.optional_str(comment, "comment")
+        ws = self._ws
+        actor = ws.actor()
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            number = query.resolve(con, self.model, self._ref)
+            con.execute(
+                "INSERT OR IGNORE INTO approvals VALUES (?, ?, ?, ?, ?)",
+                [self.model, number, actor, ws.now(), comment],
+            )
+            ws._audit(con, "approve", self.model, number, None, None, comment, None)
+            return number
+
+        number = ws._store.write(write)
+        ws._emit("approved", self.model, number, {"comment": comment})
+        return ModelVersion(ws, self.model, number)
+
+    def approvals(self) -> pd.DataFrame:
+        return self._ws._store.query_df(
+            "SELECT approver, approved_at, comment FROM approvals WHERE model = ? AND version = ? "
+            "ORDER BY approved_at",
+            [self.model, self.number],
+        )
+
+    def set_alias(self, alias: str) -> ModelVersion:
+        return Model(self._ws, self.model).set_alias(alias, self.number)
+
+
+def _check_alias(alias: object) -> str:
+    name = alias[1:] if isinstance(alias, str) and alias.startswith("@") else alias
+    query.check_name(name, "alias")
+    assert isinstance(name, str)
+    if name in _RESERVED_ALIASES or name.isdigit() or validation_is_semver(name):
+        raise InvalidArgument(
+            f"alias {name!r} would be read as a version reference; choose a word such as "
+            "'champion' or 'challenger'"
+        )
+    return name
+
+
+def validation_is_semver(text: str) -> bool:
+    import semver
+
+    return bool(semver.Version.is_valid(text))
+
+
+def _frame(data: Any, what: str) -> pd.DataFrame:
+    try:
+        return as_frame(data)
+    except (ValueError, TypeError) as e:
+        raise InvalidArgument(f"{what} must be tabular (DataFrame or 2-D array): {e}") from e
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    frame = frame.copy()
+    frame.columns = [str(c) for c in frame.columns]
+    frame.to_parquet(path, index=False)
+    return path

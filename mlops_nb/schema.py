@@ -1,0 +1,148 @@
+"""The workspace's tables and their migrations.
+
+``meta.schema_version`` records which migrations a file has. Opening an older file runs
+the missing ones in one transaction; a file newer than this code is refused.
+
+Version 1 kept metrics only as JSON on the version row. Version 2 adds a typed
+``version_metrics`` table (filled from that JSON) so metric conditions are plain SQL,
+plus approvals, webhooks and webhook deliveries.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from .errors import SchemaTooNew
+
+SCHEMA_VERSION = 2
+
+_V1 = [
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS models (
+        name VARCHAR PRIMARY KEY,
+        description VARCHAR,
+        policy JSON,
+        created_at TIMESTAMPTZ NOT NULL,
+        created_by VARCHAR NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS versions (
+        model VARCHAR NOT NULL,
+        number INTEGER NOT NULL,
+        label VARCHAR,
+        stage VARCHAR NOT NULL,
+        flavor VARCHAR NOT NULL,
+        framework VARCHAR,
+        algorithm VARCHAR,
+        data_version VARCHAR,
+        parent_version INTEGER,
+        git_commit VARCHAR,
+        metrics JSON NOT NULL,
+        params JSON NOT NULL,
+        resources JSON NOT NULL,
+        tags VARCHAR[] NOT NULL,
+        description VARCHAR,
+        signature JSON,
+        artifact_uri VARCHAR NOT NULL,
+        digest VARCHAR NOT NULL,
+        manifest JSON NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        created_by VARCHAR NOT NULL,
+        PRIMARY KEY (model, number)
+    )""",
+    """CREATE TABLE IF NOT EXISTS aliases (
+        model VARCHAR NOT NULL,
+        alias VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (model, alias)
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS audit_seq",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+        happened_at TIMESTAMPTZ NOT NULL,
+        actor VARCHAR NOT NULL,
+        action VARCHAR NOT NULL,
+        model VARCHAR,
+        version INTEGER,
+        from_value VARCHAR,
+        to_value VARCHAR,
+        reason VARCHAR,
+        details JSON
+    )""",
+]
+
+_V2 = [
+    """CREATE TABLE IF NOT EXISTS version_metrics (
+        model VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        name VARCHAR NOT NULL,
+        value DOUBLE NOT NULL,
+        PRIMARY KEY (model, version, name)
+    )""",
+    """INSERT INTO version_metrics
+        SELECT v.model, v.number, m.key, CAST(m.value AS DOUBLE)
+        FROM versions v, json_each(v.metrics) m""",
+    """CREATE TABLE IF NOT EXISTS approvals (
+        model VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        approver VARCHAR NOT NULL,
+        approved_at TIMESTAMPTZ NOT NULL,
+        comment VARCHAR,
+        PRIMARY KEY (model, version, approver)
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS webhook_seq",
+    """CREATE TABLE IF NOT EXISTS webhooks (
+        id BIGINT PRIMARY KEY DEFAULT nextval('webhook_seq'),
+        url VARCHAR NOT NULL,
+        secret VARCHAR NOT NULL,
+        events VARCHAR[] NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS delivery_seq",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        id BIGINT PRIMARY KEY DEFAULT nextval('delivery_seq'),
+        webhook_id BIGINT NOT NULL,
+        event VARCHAR NOT NULL,
+        delivered_at TIMESTAMPTZ NOT NULL,
+        attempts INTEGER NOT NULL,
+        status_code INTEGER,
+        ok BOOLEAN NOT NULL,
+        error VARCHAR
+    )""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The schema version recorded in the file; 0 for a fresh database."""
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = 'meta' AND table_schema = 'main'"
+    ).fetchone()
+    if not has_meta or has_meta[0] == 0:
+        return 0
+    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: str, target: int = SCHEMA_VERSION) -> int:
+    """Bring the file up to ``target``; returns the version found before migrating."""
+    found = current_version(con)
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"workspace {path!r} has schema version {found}, but this mlops_nb knows "
+            f"versions up to {SCHEMA_VERSION}: upgrade with `pip install -U mlops-nb`"
+        )
+    if found >= target:
+        return found
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for number in range(found + 1, target + 1):
+            for statement in MIGRATIONS[number]:
+                con.execute(statement)
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(target)])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return found

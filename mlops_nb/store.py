@@ -1,0 +1,206 @@
+"""DuckDB connections, schema migrations and lock handling.
+
+DuckDB lets one process at a time open a database file for writing. Opening costs
+15-20 ms, so a :class:`Store` keeps its connection while operations keep coming and
+releases the file after ``linger`` idle seconds, or after it has held it for ``max_hold``
+seconds in a row, so other processes (a CLI in a terminal, a scheduled notebook) get
+their turn. A process that finds the file locked retries with jittered backoff for up to
+``busy_timeout`` seconds, then raises :class:`~mlops_nb.errors.WorkspaceBusy`.
+
+``":memory:"`` keeps one connection for the life of the store.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pandas as pd
+
+from . import schema
+from .errors import NotAWorkspace, WorkspaceBusy, WorkspaceError
+
+T = TypeVar("T")
+
+# One lock per database file in this process: DuckDB connections to the same file in one
+# process share an instance, and a per-path lock keeps read-modify-write sequences (such as
+# allocating the next version number) serial across threads.
+_PATH_LOCKS: dict[str, threading.RLock] = {}
+_PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(key: str) -> threading.RLock:
+    with _PATH_LOCKS_GUARD:
+        return _PATH_LOCKS.setdefault(key, threading.RLock())
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+class Store:
+    """A DuckDB database holding one workspace; connections last one operation or so.
+
+    >>> s = Store(":memory:")
+    >>> s.read(lambda con: con.execute("SELECT 41 + 1").fetchone()[0])
+    42
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 30.0,
+        linger: float = 0.2,
+        max_hold: float = 1.0,
+    ) -> None:
+        self.memory = str(path) == ":memory:"
+        self.path = ":memory:" if self.memory else str(Path(path).expanduser().resolve())
+        if busy_timeout < 0 or linger < 0 or max_hold <= 0:
+            raise WorkspaceError("busy_timeout and linger must be >= 0 and max_hold > 0 (seconds)")
+        self.busy_timeout = busy_timeout
+        self.linger = linger
+        self.max_hold = max_hold
+        self._lock = threading.RLock() if self.memory else _lock_for(self.path)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened_at = 0.0
+        self._last_used = 0.0
+        self._timer: threading.Timer | None = None
+        self._closed = False
+        self._migrated = False
+        with self._connection():
+            pass
+
+    # -- connection lifetime -------------------------------------------------------------
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.memory:
+            return duckdb.connect(":memory:")
+        if not Path(self.path).parent.exists():
+            raise NotAWorkspace(
+                f"folder {str(Path(self.path).parent)!r} does not exist; create it first "
+                "or pass a path in an existing folder"
+            )
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(self.path)
+            except duckdb.IOException as e:
+                if _is_lock_conflict(e):
+                    if time.monotonic() >= deadline:
+                        raise WorkspaceBusy(
+                            f"workspace {self.path!r} is locked by another process for "
+                            f"more than {self.busy_timeout:g}s ({e}). DuckDB allows one "
+                            "writing process at a time: finish or close the other process, "
+                            "or pass a larger busy_timeout to mlops_nb.open()"
+                        ) from e
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 1.6, 0.1)
+                    continue
+                if "not a valid DuckDB database" in str(e) or "database file" in str(e):
+                    raise NotAWorkspace(
+                        f"{self.path!r} is not a DuckDB database ({e}); pass the path of "
+                        "an mlops_nb workspace, or a new file name to create one"
+                    ) from e
+                raise WorkspaceError(f"cannot open workspace {self.path!r}: {e}") from e
+
+    @contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            if self._closed:
+                raise WorkspaceError("this workspace is closed; open it again with mlops_nb.open()")
+            now = time.monotonic()
+            if self._con is not None and not self.memory and now - self._opened_at > self.max_hold:
+                # Held long enough: let a waiting process in before taking the file again.
+                self._release()
+                time.sleep(0.02 + 0.03 * random.random())
+            if self._con is None:
+                self._con = self._open()
+                # Timestamps come back in UTC whatever the machine's zone: outputs and
+                # audit records read the same everywhere.
+                self._con.execute("SET TimeZone = 'UTC'")
+                self._opened_at = time.monotonic()
+                if not self._migrated:
+                    try:
+                        schema.migrate(self._con, self.path)
+                    except BaseException:
+                        self._release()
+                        raise
+                    self._migrated = True
+            try:
+                yield self._con
+            finally:
+                self._last_used = time.monotonic()
+                if not self.memory:
+                    if self.linger == 0:
+                        self._release()
+                    else:
+                        self._schedule_release()
+
+    def _schedule_release(self) -> None:
+        if self._timer is not None:
+            return
+        timer = threading.Timer(self.linger, self._release_if_idle)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _release_if_idle(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._con is None:
+                return
+            idle = time.monotonic() - self._last_used
+            if idle >= self.linger:
+                self._release()
+            else:
+                self._schedule_release()
+
+    def _release(self) -> None:
+        if self._con is not None:
+            con, self._con = self._con, None
+            con.close()
+
+    def close(self) -> None:
+        """Close the connection now; the store cannot be used afterwards."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._release()
+            self._closed = True
+
+    # -- operations ----------------------------------------------------------------------
+
+    def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn(connection)`` for a read."""
+        with self._connection() as con:
+            return fn(con)
+
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``fn(connection)`` in one transaction: all of it is committed, or none."""
+        with self._connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = fn(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+            return result
+
+    def query_df(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+        """Run a read query and return a pandas DataFrame."""
+        frame: pd.DataFrame = self.read(lambda con: con.execute(sql, params or []).df())
+        return frame
+
+    def __repr__(self) -> str:
+        return f"<Store {self.path}>"

@@ -1,0 +1,99 @@
+"""Checks on what users pass to register and friends; each error names the fix."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import semver
+
+from .errors import InvalidArgument, InvalidMetric
+
+
+def metrics(value: object) -> dict[str, float]:
+    """Finite numbers keyed by name.
+
+    >>> metrics({"accuracy": 0.91, "n": 3})
+    {'accuracy': 0.91, 'n': 3.0}
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidMetric(f"metrics must be a dict of name -> number, got {type(value).__name__}")
+    out: dict[str, float] = {}
+    for name, raw in value.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidMetric(f"metric names must be non-empty strings, got {name!r}")
+        if isinstance(raw, bool | np.bool_) or not isinstance(raw, numbers.Real):
+            raise InvalidMetric(
+                f"metric {name!r} must be a number, got {type(raw).__name__} {raw!r}; "
+                "log text as params or tags instead"
+            )
+        number = float(raw)
+        if not math.isfinite(number):
+            raise InvalidMetric(
+                f"metric {name!r} is {number}; metrics must be finite numbers (check the "
+                "evaluation that produced it)"
+            )
+        out[name] = number
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value).__name__)
+
+
+def json_dict(value: object, what: str) -> dict[str, Any]:
+    """A dict that survives a JSON round trip (numpy scalars become Python numbers)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"{what} must be a dict, got {type(value).__name__}")
+    try:
+        result: dict[str, Any] = json.loads(json.dumps(dict(value), default=_jsonable))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(
+            f"{what} must hold JSON values (str, number, bool, None, lists, dicts): {e} "
+            "is not; convert it with str() first"
+        ) from e
+    return result
+
+
+def tags(value: object) -> list[str]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple | set | frozenset) or not all(
+        isinstance(t, str) and t for t in items
+    ):
+        raise InvalidArgument(f"tags must be a list of non-empty strings, got {value!r}")
+    return sorted(set(items))
+
+
+def label(value: object) -> str | None:
+    """A semantic-version label, validated.
+
+    >>> label("1.2.0")
+    '1.2.0'
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not semver.Version.is_valid(value):
+        raise InvalidArgument(
+            f"label {value!r} is not a semantic version; use MAJOR.MINOR.PATCH such as '1.2.0'"
+        )
+    return value
+
+
+def optional_str(value: object, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")

@@ -1,0 +1,366 @@
+"""The workspace: one DuckDB file (or memory) plus an artifact store.
+
+>>> import mlops_nb as mnb
+>>> ws = mnb.open(":memory:")
+>>> ws
+<Workspace :memory:>
+>>> ws.models().columns.tolist()
+['name', 'versions', 'production', 'latest', 'aliases', 'created_at']
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import weakref
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from . import query, render
+from .artifacts import ArtifactStore, open_store
+from .errors import InvalidArgument
+from .events import Callback, Event, EventBus, check_event_name, now, post_signed
+from .policy import Policy
+from .registry import Model
+from .store import Store
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+class Workspace:
+    """A registry of models and their versions. Create one with :func:`mlops_nb.open`."""
+
+    def __init__(
+        self,
+        path: str | Path = "mlops.duckdb",
+        *,
+        artifacts: str | None = None,
+        s3_options: dict[str, Any] | None = None,
+        busy_timeout: float = 30.0,
+        linger: float = 0.2,
+    ) -> None:
+        if not isinstance(path, str | Path):
+            raise InvalidArgument(f"path must be a str or Path, got {type(path).__name__}")
+        if artifacts is not None and not isinstance(artifacts, str | Path):
+            raise InvalidArgument(
+                f"artifacts must be a str or Path, got {type(artifacts).__name__}"
+            )
+        self.path = str(path)
+        self._s3_options = s3_options
+        self._tmp: weakref.finalize[Any, Any] | None = None
+        self._store = Store(path, busy_timeout=busy_timeout, linger=linger)
+        self.events = EventBus()
+        self._stores: dict[str, ArtifactStore] = {}
+        self.artifacts = self._artifact_store(self._artifact_root(artifacts))
+
+    def _artifact_root(self, given: str | Path | None) -> str:
+        if given is not None:
+            return str(given)
+        if self._store.memory:
+            # Removed when the workspace is closed or garbage-collected, silently (a
+            # TemporaryDirectory would warn about implicit cleanup in notebooks).
+            root = tempfile.mkdtemp(prefix="mlops-nb-artifacts-")
+            self._tmp = weakref.finalize(self, shutil.rmtree, root, ignore_errors=True)
+            return root
+        db = Path(self._store.path)
+        return str(db.with_name(db.stem + "-artifacts"))
+
+    def _artifact_store(self, uri: str) -> ArtifactStore:
+        if uri not in self._stores:
+            self._stores[uri] = open_store(uri, self._s3_options)
+        return self._stores[uri]
+
+    # -- identity and time ---------------------------------------------------------------
+
+    @staticmethod
+    def actor() -> str:
+        """Who acts: ``MLOPS_NB_USER``, else the OS user."""
+        user = os.environ.get("MLOPS_NB_USER")
+        if user:
+            return user
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown"
+
+    @staticmethod
+    def now() -> datetime:
+        return now()
+
+    @staticmethod
+    def git_commit() -> str | None:
+        """HEAD of the git repository around the working directory, ``+dirty`` if changed."""
+        try:
+            head = subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            )
+            if head.returncode != 0:
+                return None
+            status = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        commit = head.stdout.strip()
+        return commit + ("+dirty" if status.stdout.strip() else "")
+
+    # -- handles and queries -------------------------------------------------------------
+
+    def model(self, name: str) -> Model:
+        """A handle on a model (no I/O; the model is created by its first register)."""
+        return Model(self, name)
+
+    def models(self) -> pd.DataFrame:
+        """One row per model: version count, production version, latest, aliases."""
+        return self._store.query_df(
+            """
+            SELECT m.name,
+                   count(v.number)::INTEGER AS versions,
+                   max(v.number) FILTER (WHERE v.stage = 'production') AS production,
+                   max(v.number) AS latest,
+                   coalesce((SELECT list(a.alias || '=v' || a.version ORDER BY a.alias)
+                             FROM aliases a WHERE a.model = m.name), []) AS aliases,
+                   m.created_at
+            FROM models m LEFT JOIN versions v ON v.model = m.name
+            GROUP BY m.name, m.created_at ORDER BY m.name
+            """
+        )
+
+    def search(
+        self,
+        *,
+        model: str | None = None,
+        stage: str | Sequence[str] | None = None,
+        tags: str | Sequence[str] | None = None,
+        alias: str | None = None,
+        metrics: str | Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Versions matching every filter: ``metrics="accuracy >= 0.9"`` or a list of such."""
+        return self._store.read(
+            lambda con: query.search(
+                con, model=model, stage=stage, tags=tags, alias=alias, metrics=metrics, limit=limit
+            )
+        )
+
+    def audit(self, model: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """The audit log, oldest first: who did what to which version, when and why."""
+        sql = (
+            "SELECT id, happened_at, actor, action, model, version, from_value, to_value, reason "
+            "FROM audit"
+        )
+        params: list[Any] = []
+        if model is not None:
+            sql += " WHERE model = ?"
+            params.append(query.check_name(model))
+        sql += " ORDER BY id"
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {limit}) ORDER BY id"
+        return self._store.query_df(sql, params)
+
+    # -- policy --------------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy | None) -> Workspace:
+        """The default promotion policy for models that have none of their own."""
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidArgument(f"expected mlops_nb.Policy or None, got {type(policy).__name__}")
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            if policy is None:
+                con.execute("DELETE FROM meta WHERE key = 'policy'")
+            else:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('policy', ?)", [policy.to_json()])
+            self._audit(
+                con, "policy", None, None, None, policy.to_json() if policy else None, None, None
+            )
+
+        self._store.write(write)
+        return self
+
+    @property
+    def policy(self) -> Policy | None:
+        row = self._store.read(
+            lambda con: con.execute("SELECT value FROM meta WHERE key = 'policy'").fetchone()
+        )
+        return Policy.from_json(row[0]) if row else None
+
+    def _policy_for(self, con: duckdb.DuckDBPyConnection, model: str) -> Policy | None:
+        row = con.execute("SELECT policy FROM models WHERE name = ?", [model]).fetchone()
+        if row and row[0]:
+            return Policy.from_json(row[0])
+        ws_row = con.execute("SELECT value FROM meta WHERE key = 'policy'").fetchone()
+        return Policy.from_json(ws_row[0]) if ws_row else None
+
+    # -- events --------------------------------------------------------------------------
+
+    def on(self, event: str, fn: Callback) -> Callback:
+        """Call ``fn(event)`` after each ``event`` in this process ('*' for all)."""
+        return self.events.on(event, fn)
+
+    def off(self, event: str, fn: Callback) -> None:
+        self.events.off(event, fn)
+
+    def add_webhook(self, url: str, *, secret: str, events: Sequence[str] = ("*",)) -> int:
+        """POST signed JSON to ``url`` for ``events``; returns the webhook id."""
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"webhook url must start with http:// or https://, got {url!r}")
+        if not isinstance(secret, str) or len(secret) < 8:
+            raise InvalidArgument("webhook secret must be a string of at least 8 characters")
+        names = [events] if isinstance(events, str) else list(events)
+        for name in names:
+            check_event_name(name)
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            row = con.execute(
+                "INSERT INTO webhooks (url, secret, events, created_at) VALUES (?, ?, ?, ?) "
+                "RETURNING id",
+                [url, secret, names, self.now()],
+            ).fetchone()
+            assert row is not None
+            self._audit(con, "webhook_added", None, None, None, url, None, {"events": names})
+            return int(row[0])
+
+        return self._store.write(write)
+
+    def remove_webhook(self, webhook_id: int) -> None:
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            row = con.execute(
+                "DELETE FROM webhooks WHERE id = ? RETURNING url", [webhook_id]
+            ).fetchone()
+            if row is None:
+                raise InvalidArgument(f"no webhook with id {webhook_id}; see ws.webhooks()")
+            self._audit(con, "webhook_removed", None, None, row[0], None, None, None)
+
+        self._store.write(write)
+
+    def webhooks(self) -> pd.DataFrame:
+        return self._store.query_df("SELECT id, url, events, created_at FROM webhooks ORDER BY id")
+
+    def webhook_deliveries(self) -> pd.DataFrame:
+        return self._store.query_df(
+            "SELECT d.id, d.webhook_id, w.url, d.event, d.delivered_at, d.attempts, "
+            "d.status_code, d.ok, d.error FROM deliveries d "
+            "LEFT JOIN webhooks w ON w.id = d.webhook_id ORDER BY d.id"
+        )
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait for pending webhook deliveries; True when all finished."""
+        return self.events.flush(timeout)
+
+    def _emit(
+        self, name: str, model: str | None, version: int | None, data: dict[str, Any]
+    ) -> None:
+        event = Event(name, model, version, self.actor(), self.now(), data)
+        self.events.run_callbacks(event)
+        hooks = self._store.read(
+            lambda con: con.execute(
+                "SELECT id, url, secret FROM webhooks WHERE list_contains(events, ?) "
+                "OR list_contains(events, '*') ORDER BY id",
+                [name],
+            ).fetchall()
+        )
+        for hook_id, url, secret in hooks:
+            self.events.submit(functools.partial(self._deliver, hook_id, url, secret, event))
+
+    def _deliver(self, hook_id: int, url: str, secret: str, event: Event) -> None:
+        result = post_signed(url, secret, event)
+        self._store.write(
+            lambda con: con.execute(
+                "INSERT INTO deliveries (webhook_id, event, delivered_at, attempts, status_code, "
+                "ok, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    hook_id,
+                    event.name,
+                    self.now(),
+                    result.attempts,
+                    result.status_code,
+                    result.ok,
+                    result.error,
+                ],
+            )
+        )
+
+    def _audit(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        action: str,
+        model: str | None,
+        version: int | None,
+        from_value: str | None,
+        to_value: str | None,
+        reason: str | None,
+        details: dict[str, Any] | None,
+    ) -> None:
+        con.execute(
+            "INSERT INTO audit (happened_at, actor, action, model, version, from_value, "
+            "to_value, reason, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                self.now(),
+                self.actor(),
+                action,
+                model,
+                version,
+                from_value,
+                to_value,
+                reason,
+                json.dumps(details) if details else None,
+            ],
+        )
+
+    # -- lifetime and display ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Deliver pending webhooks and release the database file."""
+        self.events.close()
+        self._store.close()
+        if self._tmp is not None:
+            self._tmp()
+            self._tmp = None
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Workspace {self.path}>"
+
+    def _repr_html_(self) -> str:
+        return f"<div><b>Workspace</b> {render._fmt(self.path)}{render.models_table(self.models())}</div>"
+
+
+def open(
+    path: str | Path = "mlops.duckdb",
+    *,
+    artifacts: str | None = None,
+    s3_options: dict[str, Any] | None = None,
+    busy_timeout: float = 30.0,
+    linger: float = 0.2,
+) -> Workspace:
+    """Open (or create) a workspace.
+
+    ``path`` is a DuckDB file (created with its folder's permission) or ``":memory:"``.
+    ``artifacts`` is a folder or ``s3://bucket/prefix``; by default a folder beside the
+    file, named ``<stem>-artifacts``. ``s3_options`` go to ``boto3.client("s3", ...)``
+    (``endpoint_url``, credentials). A writer blocked by another process retries for up to
+    ``busy_timeout`` seconds; the file is released after ``linger`` idle seconds.
+    """
+    return Workspace(
+        path, artifacts=artifacts, s3_options=s3_options, busy_timeout=busy_timeout, linger=linger
+    )

@@ -1,0 +1,70 @@
+"""The mlops-nb command, run as users run it: a separate process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import mlops_nb as mnb
+
+CLI = shutil.which("mlops-nb", path=str(Path(__file__).resolve().parents[1] / ".venv" / "bin"))
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = CLI or shutil.which("mlops-nb")
+    assert exe, "the mlops-nb entry point is not installed"
+    env = {**os.environ, "MLOPS_NB_USER": "cli-user"}
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> Path:
+    with mnb.open(tmp_path / "mlops.duckdb") as ws:
+        ws.model("churn").register({"v": 1}, metrics={"accuracy": 0.9}, label="1.0.0")
+        ws.model("churn").register({"v": 2}, metrics={"accuracy": 0.95})
+    return tmp_path
+
+
+def test_models_versions_promote_audit(populated: Path) -> None:
+    out = run("models", cwd=populated)
+    assert out.returncode == 0, out.stderr
+    assert "churn" in out.stdout
+    out = run("--workspace", "mlops.duckdb", "versions", "churn", cwd=populated)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:4] == ["version", "label", "stage", "aliases"]
+    assert "1.0.0" in out.stdout
+    out = run("promote", "churn", "2", "production", "--reason", "better", cwd=populated)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "churn v2 is now production"
+    out = run("audit", "--model", "churn", cwd=populated)
+    assert "cli-user" in out.stdout and "better" in out.stdout
+    with mnb.open(populated / "mlops.duckdb") as ws:
+        assert ws.model("churn").version(2).stage == "production"
+
+
+def test_errors_are_one_line_with_status_1(populated: Path) -> None:
+    out = run("promote", "churn", "9", "production", cwd=populated)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: model 'churn' has no version '9'")
+    assert "Traceback" not in out.stderr
+    out = run("versions", "nope", cwd=populated)
+    assert out.returncode == 1 and "no model named 'nope'" in out.stderr
+    (populated / "junk.duckdb").write_text("junk" * 1000)
+    out = run("-w", "junk.duckdb", "models", cwd=populated)
+    assert out.returncode == 1 and "not a DuckDB database" in out.stderr
+
+
+def test_demo(tmp_path: Path) -> None:
+    out = run("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "promoted <ModelVersion cancer v2 production>" in out.stdout
+    with mnb.open(tmp_path / "demo" / "mlops.duckdb") as ws:
+        assert ws.model("cancer").version("@champion").stage == "production"
+        assert len(ws.model("cancer").versions()) == 2
