@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 STAGE_COLORS = {
@@ -34,7 +35,7 @@ def stage_badge(stage: str) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | np.ndarray):
         return escape(", ".join(str(v) for v in value))
     if value is None or (isinstance(value, float) and value != value):
         return ""
