@@ -28,6 +28,9 @@ from .errors import (
     WorkspaceError,
 )
 from .events import Event
+from .monitor.core import Monitor
+from .monitor.drift import DriftReport
+from .monitor.windows import Window
 from .policy import STAGES, Policy
 from .registry import Model, ModelVersion
 from .workspace import Workspace, open
@@ -39,6 +42,7 @@ __all__ = [
     "AliasNotFound",
     "ArtifactError",
     "ArtifactMissing",
+    "DriftReport",
     "DuplicateLabel",
     "Event",
     "FlavorError",
@@ -50,6 +54,7 @@ __all__ = [
     "Model",
     "ModelNotFound",
     "ModelVersion",
+    "Monitor",
     "NotAWorkspace",
     "NotFound",
     "Policy",
@@ -57,6 +62,7 @@ __all__ = [
     "SchemaTooNew",
     "StorageError",
     "VersionNotFound",
+    "Window",
     "Workspace",
     "WorkspaceBusy",
     "WorkspaceError",

@@ -5,7 +5,8 @@ the missing ones in one transaction; a file newer than this code is refused.
 
 Version 1 kept metrics only as JSON on the version row. Version 2 adds a typed
 ``version_metrics`` table (filled from that JSON) so metric conditions are plain SQL,
-plus approvals, webhooks and webhook deliveries.
+plus approvals, webhooks and webhook deliveries. Version 3 adds the monitoring catalog:
+prediction log files, delayed labels and stored drift runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import duckdb
 
 from .errors import SchemaTooNew
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
@@ -110,7 +111,44 @@ _V2 = [
     )""",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
+_V3 = [
+    """CREATE TABLE IF NOT EXISTS log_files (
+        model VARCHAR NOT NULL,
+        version INTEGER NOT NULL,
+        path VARCHAR PRIMARY KEY,
+        content_key VARCHAR NOT NULL,
+        rows BIGINT NOT NULL,
+        min_ts TIMESTAMPTZ,
+        max_ts TIMESTAMPTZ,
+        source VARCHAR NOT NULL,
+        added_at TIMESTAMPTZ NOT NULL
+    )""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS log_files_content ON log_files (model, content_key)",
+    """CREATE TABLE IF NOT EXISTS labels (
+        model VARCHAR NOT NULL,
+        id VARCHAR NOT NULL,
+        label VARCHAR NOT NULL,
+        label_num DOUBLE,
+        labeled_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (model, id)
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS drift_seq",
+    """CREATE TABLE IF NOT EXISTS drift_runs (
+        id BIGINT PRIMARY KEY DEFAULT nextval('drift_seq'),
+        model VARCHAR NOT NULL,
+        ran_at TIMESTAMPTZ NOT NULL,
+        reference VARCHAR NOT NULL,
+        current VARCHAR NOT NULL,
+        n_ref BIGINT NOT NULL,
+        n_cur BIGINT NOT NULL,
+        drifted BOOLEAN,
+        share_drifted DOUBLE,
+        verdict VARCHAR NOT NULL,
+        summary JSON NOT NULL
+    )""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -36,6 +36,8 @@ from .store import Store
 if TYPE_CHECKING:
     import duckdb
 
+    from .monitor.core import Monitor
+
 
 class Workspace:
     """A registry of models and their versions. Create one with :func:`mlops_nb.open`."""
@@ -45,6 +47,7 @@ class Workspace:
         path: str | Path = "mlops.duckdb",
         *,
         artifacts: str | None = None,
+        logs: str | Path | None = None,
         s3_options: dict[str, Any] | None = None,
         busy_timeout: float = 30.0,
         linger: float = 0.2,
@@ -58,10 +61,12 @@ class Workspace:
         self.path = str(path)
         self._s3_options = s3_options
         self._tmp: weakref.finalize[Any, Any] | None = None
+        self._tmp_logs: weakref.finalize[Any, Any] | None = None
         self._store = Store(path, busy_timeout=busy_timeout, linger=linger)
         self.events = EventBus()
         self._stores: dict[str, ArtifactStore] = {}
         self.artifacts = self._artifact_store(self._artifact_root(artifacts))
+        self.logs_root = self._logs_root(logs)
 
     def _artifact_root(self, given: str | Path | None) -> str:
         if given is not None:
@@ -74,6 +79,18 @@ class Workspace:
             return root
         db = Path(self._store.path)
         return str(db.with_name(db.stem + "-artifacts"))
+
+    def _logs_root(self, given: str | Path | None) -> Path:
+        if given is not None:
+            root = Path(given).expanduser().resolve()
+        elif self._store.memory:
+            root = Path(tempfile.mkdtemp(prefix="mlops-nb-logs-"))
+            self._tmp_logs = weakref.finalize(self, shutil.rmtree, str(root), ignore_errors=True)
+        else:
+            db = Path(self._store.path)
+            root = db.with_name(db.stem + "-logs")
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
     def _artifact_store(self, uri: str) -> ArtifactStore:
         if uri not in self._stores:
@@ -118,6 +135,12 @@ class Workspace:
         return commit + ("+dirty" if status.stdout.strip() else "")
 
     # -- handles and queries -------------------------------------------------------------
+
+    def monitor(self, model: str) -> Monitor:
+        """Prediction logs, labels, drift and metrics of one model (a lazy handle)."""
+        from .monitor.core import Monitor
+
+        return Monitor(self, model)
 
     def model(self, name: str) -> Model:
         """A handle on a model (no I/O; the model is created by its first register)."""
@@ -328,9 +351,10 @@ class Workspace:
         """Deliver pending webhooks and release the database file."""
         self.events.close()
         self._store.close()
-        if self._tmp is not None:
-            self._tmp()
-            self._tmp = None
+        for cleanup in (self._tmp, self._tmp_logs):
+            if cleanup is not None:
+                cleanup()
+        self._tmp = self._tmp_logs = None
 
     def __enter__(self) -> Workspace:
         return self
@@ -349,6 +373,7 @@ def open(
     path: str | Path = "mlops.duckdb",
     *,
     artifacts: str | None = None,
+    logs: str | Path | None = None,
     s3_options: dict[str, Any] | None = None,
     busy_timeout: float = 30.0,
     linger: float = 0.2,
@@ -357,10 +382,16 @@ def open(
 
     ``path`` is a DuckDB file (created with its folder's permission) or ``":memory:"``.
     ``artifacts`` is a folder or ``s3://bucket/prefix``; by default a folder beside the
-    file, named ``<stem>-artifacts``. ``s3_options`` go to ``boto3.client("s3", ...)``
+    file, named ``<stem>-artifacts``. ``logs`` is the folder of prediction logs (Parquet),
+    by default ``<stem>-logs`` beside the file. ``s3_options`` go to ``boto3.client("s3", ...)``
     (``endpoint_url``, credentials). A writer blocked by another process retries for up to
     ``busy_timeout`` seconds; the file is released after ``linger`` idle seconds.
     """
     return Workspace(
-        path, artifacts=artifacts, s3_options=s3_options, busy_timeout=busy_timeout, linger=linger
+        path,
+        artifacts=artifacts,
+        logs=logs,
+        s3_options=s3_options,
+        busy_timeout=busy_timeout,
+        linger=linger,
     )
