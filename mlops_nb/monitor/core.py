@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,9 @@ def _to_arrow(values: Any, what: str) -> pa.Array:
             raise InvalidArgument(f"{what} holds values of mixed or unsupported types: {e}") from e
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
+    if pa.types.is_large_string(arr.type):
+        # pandas 3 strings arrive as large_string; the spool format says string.
+        arr = arr.cast(pa.string())
     if not _column_ok(arr.type):
         raise InvalidArgument(f"{what} has type {arr.type}; use numbers, booleans or strings")
     return arr
@@ -130,14 +134,17 @@ class Monitor:
         """Record segments in one transaction; skip ones whose content is already there."""
         ws = self._ws
 
+        kept: set[str] = set()
+
         def write(con: duckdb.DuckDBPyConnection) -> list[logstore.Segment]:
             added = []
             for seg in segments:
                 seen = con.execute(
-                    "SELECT 1 FROM log_files WHERE model = ? AND content_key = ?",
+                    "SELECT path FROM log_files WHERE model = ? AND content_key = ?",
                     [seg.model, seg.content_key],
                 ).fetchone()
                 if seen:
+                    kept.add(seen[0])
                     continue
                 con.execute(
                     "INSERT INTO log_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -154,7 +161,7 @@ class Monitor:
                 Path(seg.path).unlink(missing_ok=True)
             raise
         for seg in segments:
-            if seg not in added:
+            if seg not in added and seg.path not in kept:
                 Path(seg.path).unlink(missing_ok=True)
         return added
 
@@ -451,7 +458,11 @@ def _timestamps(values: Any, n: int, now: Any) -> pa.Array:
         stamp = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None), "us")
         return pa.array(np.full(n, stamp), type=utc)
     try:
-        parsed = pd.to_datetime(pd.Series(values), utc=True)
+        with warnings.catch_warnings():
+            # pandas warns when it falls back to per-element parsing; a bad value still
+            # raises below, which is what the caller needs to see.
+            warnings.simplefilter("ignore", UserWarning)
+            parsed = pd.to_datetime(pd.Series(values), utc=True)
     except (ValueError, TypeError) as e:
         raise InvalidArgument(f"cannot read timestamps: {e}") from e
     if len(parsed) != n:
