@@ -6,10 +6,13 @@
 <Model churn>
 """
 
+from .deploy.strategies import ABTest, BlueGreen, Canary, Guard, Rolling
 from .errors import (
     AliasNotFound,
     ArtifactError,
     ArtifactMissing,
+    DeploymentError,
+    DeploymentNotFound,
     DuplicateLabel,
     FlavorError,
     IntegrityError,
@@ -28,8 +31,6 @@ from .errors import (
     WorkspaceError,
 )
 from .events import Event
-from .monitor.core import Monitor
-from .monitor.drift import DriftReport
 from .monitor.windows import Window
 from .policy import STAGES, Policy
 from .registry import Model, ModelVersion
@@ -39,13 +40,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "STAGES",
+    "ABTest",
     "AliasNotFound",
     "ArtifactError",
     "ArtifactMissing",
+    "BlueGreen",
+    "Canary",
+    "Deployment",
+    "DeploymentError",
+    "DeploymentNotFound",
     "DriftReport",
     "DuplicateLabel",
     "Event",
     "FlavorError",
+    "Guard",
     "IntegrityError",
     "InvalidArgument",
     "InvalidMetric",
@@ -59,6 +67,7 @@ __all__ = [
     "NotFound",
     "Policy",
     "PromotionRefused",
+    "Rolling",
     "SchemaTooNew",
     "StorageError",
     "VersionNotFound",
@@ -69,3 +78,23 @@ __all__ = [
     "__version__",
     "open",
 ]
+
+# Heavier parts (scipy for drift, the deployment machinery) load on first use, so that
+# `import mlops_nb` stays quick for model servers and the command line.
+_LAZY = {
+    "Deployment": "mlops_nb.deploy.core",
+    "DriftReport": "mlops_nb.monitor.drift",
+    "Monitor": "mlops_nb.monitor.core",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlops_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

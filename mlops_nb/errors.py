@@ -17,6 +17,8 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     │   ├── InvalidMetric
     │   └── DuplicateLabel
     ├── PromotionRefused             (+ PermissionError)
+    ├── DeploymentError              (a deployment cannot start, change or be reached)
+    │   └── DeploymentNotFound       (+ LookupError)
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
@@ -32,6 +34,8 @@ __all__ = [
     "AliasNotFound",
     "ArtifactError",
     "ArtifactMissing",
+    "DeploymentError",
+    "DeploymentNotFound",
     "DuplicateLabel",
     "FlavorError",
     "IntegrityError",
@@ -109,6 +113,14 @@ class PromotionRefused(MlopsError, PermissionError):
     def __init__(self, message: str, rule: str) -> None:
         super().__init__(message)
         self.rule = rule
+
+
+class DeploymentError(MlopsError):
+    """A deployment cannot start, change or be reached."""
+
+
+class DeploymentNotFound(DeploymentError, LookupError):
+    """No deployment of that name in the workspace."""
 
 
 class ArtifactError(MlopsError):

@@ -3,6 +3,12 @@
 A version reference is one of: a version number (``3`` or ``"3"``), ``"latest"``, an alias
 (``"@champion"``), a stage name (the newest version in that stage, e.g.
 ``"production"``) or a semantic-version label (``"1.2.0"``).
+
+Lookups resolve the reference inside the query that reads the row, and ask whether the
+model exists only when no row comes back (to say which of the two is missing). Aliases
+are read with a second small query for the rows returned: DuckDB plans a correlated
+subquery per version row as a join over the whole table, which cost more than the rest
+of a lookup.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 import pandas as pd
@@ -24,13 +30,12 @@ _CONDITION_RE = re.compile(
     r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
 )
 
-VERSION_COLUMNS = """
-    v.model, v.number AS version, v.label, v.stage,
-    coalesce((SELECT list(a.alias ORDER BY a.alias) FROM aliases a
-              WHERE a.model = v.model AND a.version = v.number), []) AS aliases,
-    v.tags, v.flavor, v.framework, v.algorithm, v.data_version, v.parent_version,
-    v.git_commit, v.metrics, v.params, v.resources, v.description, v.signature,
-    v.artifact_uri, v.digest, v.manifest, v.created_at, v.created_by
+# Every column of a version row but its aliases, which come from the aliases table.
+_ROW_COLUMNS = """
+    v.model, v.number AS version, v.label, v.stage, v.tags, v.flavor, v.framework,
+    v.algorithm, v.data_version, v.parent_version, v.git_commit, v.metrics, v.params,
+    v.resources, v.description, v.signature, v.artifact_uri, v.digest, v.manifest,
+    v.created_at, v.created_by
 """
 _ROW_KEYS = [
     "model", "version", "label", "stage", "aliases", "tags", "flavor", "framework",
@@ -38,11 +43,18 @@ _ROW_KEYS = [
     "resources", "description", "signature", "artifact_uri", "digest", "manifest",
     "created_at", "created_by",
 ]  # fmt: skip
+_ALIASES_AT = _ROW_KEYS.index("aliases")
 _JSON_KEYS = ("metrics", "params", "resources", "signature", "manifest")
 FRAME_COLUMNS = [
     "model", "version", "label", "stage", "aliases", "tags", "framework", "algorithm",
     "data_version", "created_at", "created_by", "digest",
 ]  # fmt: skip
+# What a search frame shows: its columns but aliases, and the metrics it spreads out.
+_SEARCH_COLUMNS = """
+    v.model, v.number AS version, v.label, v.stage, v.tags, v.framework, v.algorithm,
+    v.data_version, v.created_at, v.created_by, v.digest, v.metrics
+"""
+_SEARCH_KEYS = [*(k for k in FRAME_COLUMNS if k != "aliases"), "metrics"]
 
 
 def check_name(name: object, what: str = "model") -> str:
@@ -71,49 +83,85 @@ def require_model(con: duckdb.DuckDBPyConnection, model: str) -> None:
         )
 
 
-def resolve(con: duckdb.DuckDBPyConnection, model: str, ref: int | str) -> int:
-    """The version number a reference points at."""
-    require_model(con, model)
+def _reference(con: duckdb.DuckDBPyConnection, model: str, ref: object) -> tuple[str, list[Any]]:
+    """A condition on ``versions v`` (of ``model``) true for the version ``ref`` points at."""
     if isinstance(ref, bool) or not isinstance(ref, int | str):
+        require_model(con, model)  # an unknown model is reported first, as it always was
         raise InvalidArgument(
             f"version reference must be an int or a string, got {type(ref).__name__}"
         )
-    sql: str
-    params: list[Any]
     if isinstance(ref, int) or ref.isdigit():
-        sql, params = (
-            "SELECT number FROM versions WHERE model = ? AND number = ?",
-            [model, int(ref)],
+        return "v.number = ?", [int(ref)]
+    if ref == "latest":
+        return "v.number = (SELECT max(number) FROM versions WHERE model = ?)", [model]
+    if ref.startswith("@"):
+        return (
+            "v.number = (SELECT version FROM aliases WHERE model = ? AND alias = ?)",
+            [model, ref[1:]],
         )
-    elif ref == "latest":
-        sql, params = (
-            "SELECT max(number) FROM versions WHERE model = ? HAVING count(*) > 0",
-            [model],
+    if ref in STAGES:
+        return (
+            "v.number = (SELECT max(number) FROM versions WHERE model = ? AND stage = ?)",
+            [model, ref],
         )
-    elif ref.startswith("@"):
-        sql, params = "SELECT version FROM aliases WHERE model = ? AND alias = ?", [model, ref[1:]]
-    elif ref in STAGES:
-        sql = "SELECT max(number) FROM versions WHERE model = ? AND stage = ? HAVING count(*) > 0"
-        params = [model, ref]
-    else:
-        sql, params = "SELECT number FROM versions WHERE model = ? AND label = ?", [model, ref]
-    row = con.execute(sql, params).fetchone()
-    if row is None or row[0] is None:
-        raise VersionNotFound(
-            f"model {model!r} has no version {ref!r}; see ws.model({model!r}).versions() "
-            "(references: a number, 'latest', '@alias', a stage name or a semver label)"
-        )
+    return "v.label = ?", [ref]
+
+
+def _missing(con: duckdb.DuckDBPyConnection, model: str, ref: int | str) -> NoReturn:
+    require_model(con, model)
+    raise VersionNotFound(
+        f"model {model!r} has no version {ref!r}; see ws.model({model!r}).versions() "
+        "(references: a number, 'latest', '@alias', a stage name or a semver label)"
+    )
+
+
+def resolve(con: duckdb.DuckDBPyConnection, model: str, ref: int | str) -> int:
+    """The version number a reference points at."""
+    condition, params = _reference(con, model, ref)
+    row = con.execute(
+        f"SELECT v.number FROM versions v WHERE v.model = ? AND {condition}", [model, *params]
+    ).fetchone()
+    if row is None:
+        _missing(con, model, ref)
     return int(row[0])
+
+
+def lookup(con: duckdb.DuckDBPyConnection, model: str, ref: int | str) -> dict[str, Any]:
+    """The row of the version a reference points at: :func:`resolve` and :func:`version_row`
+    in one query (and one for its aliases)."""
+    condition, params = _reference(con, model, ref)
+    row = con.execute(
+        f"SELECT {_ROW_COLUMNS} FROM versions v WHERE v.model = ? AND {condition}",
+        [model, *params],
+    ).fetchone()
+    if row is None:
+        _missing(con, model, ref)
+    return _row(con, row)
 
 
 def version_row(con: duckdb.DuckDBPyConnection, model: str, number: int) -> dict[str, Any]:
     row = con.execute(
-        f"SELECT {VERSION_COLUMNS} FROM versions v WHERE v.model = ? AND v.number = ?",
+        f"SELECT {_ROW_COLUMNS} FROM versions v WHERE v.model = ? AND v.number = ?",
         [model, number],
     ).fetchone()
     if row is None:
         raise VersionNotFound(f"model {model!r} has no version {number}")
-    out = dict(zip(_ROW_KEYS, row, strict=True))
+    return _row(con, row)
+
+
+def _row(con: duckdb.DuckDBPyConnection, row: tuple[Any, ...]) -> dict[str, Any]:
+    """A version row as a dict, with its aliases (sorted) and its JSON columns decoded."""
+    model, number = row[0], row[1]
+    aliases = [
+        r[0]
+        for r in con.execute(
+            "SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias",
+            [model, number],
+        ).fetchall()
+    ]
+    values = list(row)
+    values.insert(_ALIASES_AT, aliases)
+    out = dict(zip(_ROW_KEYS, values, strict=True))
     for key in _JSON_KEYS:
         if out[key] is not None:
             out[key] = json.loads(out[key])
@@ -182,7 +230,7 @@ def search(
             f"m.version = v.number AND m.name = ? AND m.value {sql_op} ?)"
         )
         params.extend([name, value])
-    sql = f"SELECT {VERSION_COLUMNS} FROM versions v"
+    sql = f"SELECT {_SEARCH_COLUMNS} FROM versions v"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY v.model, v.number DESC"
@@ -190,8 +238,23 @@ def search(
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
         sql += f" LIMIT {limit}"
-    rows = con.execute(sql, params).fetchall()
-    return to_frame([dict(zip(_ROW_KEYS, r, strict=True)) for r in rows])
+    rows = [dict(zip(_SEARCH_KEYS, r, strict=True)) for r in con.execute(sql, params).fetchall()]
+    if rows:
+        aliases = _aliases(con, sorted({r["model"] for r in rows}))
+        for r in rows:
+            r["aliases"] = aliases.get((r["model"], r["version"]), [])
+    return to_frame(rows)
+
+
+def _aliases(con: duckdb.DuckDBPyConnection, models: list[str]) -> dict[tuple[str, int], list[str]]:
+    """The aliases of these models' versions, each list sorted."""
+    out: dict[tuple[str, int], list[str]] = {}
+    for model, version, alias in con.execute(
+        "SELECT model, version, alias FROM aliases WHERE list_contains(?, model) ORDER BY alias",
+        [models],
+    ).fetchall():
+        out.setdefault((model, version), []).append(alias)
+    return out
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -40,6 +40,7 @@ from .signature import as_frame, infer_inputs, infer_outputs
 if TYPE_CHECKING:
     import duckdb
 
+    from .deploy.core import Deployment
     from .workspace import Workspace
 
 _RESERVED_ALIASES = {"latest", *STAGES}
@@ -81,8 +82,10 @@ class Model:
         """Every version, newest first, one column per metric."""
 
         def run(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-            query.require_model(con, self.name)
-            return query.search(con, model=self.name)
+            frame = query.search(con, model=self.name)
+            if frame.empty:
+                query.require_model(con, self.name)
+            return frame
 
         return self._ws._store.read(run)
 
@@ -170,6 +173,8 @@ class Model:
         digest = manifest_digest(manifest)
         actor = ws.actor()
         now = ws.now()
+        # Runs git: done before the transaction, not while holding the database.
+        commit = ws.git_commit()
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
             if not query.model_exists(con, self.name):
@@ -205,7 +210,7 @@ class Model:
                     algorithm,
                     data_version,
                     parent_version,
-                    ws.git_commit(),
+                    commit,
                     json.dumps(metric_values),
                     json.dumps(param_values),
                     json.dumps(resource_values),
@@ -326,11 +331,7 @@ class ModelVersion:
 
     def _info(self) -> dict[str, Any]:
         if self._row is None:
-
-            def run(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-                return query.version_row(con, self.model, query.resolve(con, self.model, self._ref))
-
-            self._row = self._ws._store.read(run)
+            self._row = self._ws._store.read(lambda con: query.lookup(con, self.model, self._ref))
         return self._row
 
     def refresh(self) -> ModelVersion:
@@ -445,8 +446,8 @@ class ModelVersion:
         refused: list[tuple[str, str]] = []
 
         def write(con: duckdb.DuckDBPyConnection) -> tuple[int, str, list[int]]:
-            number = query.resolve(con, self.model, self._ref)
-            row = query.version_row(con, self.model, number)
+            row = query.lookup(con, self.model, self._ref)
+            number = int(row["version"])
             current = str(row["stage"])
             if current == stage:
                 return number, current, []
@@ -545,6 +546,23 @@ class ModelVersion:
         number = ws._store.write(write)
         ws._emit("approved", self.model, number, {"comment": comment})
         return ModelVersion(ws, self.model, number)
+
+    def deploy(
+        self,
+        target: str = "local",
+        *,
+        replicas: int = 1,
+        strategy: Any = None,
+        name: str | None = None,
+        timeout: float = 120.0,
+    ) -> Deployment:
+        """Serve this version: a new deployment (named after the model unless ``name``),
+        or a new revision of the existing one, rolled out by ``strategy`` (default
+        :class:`mlops_nb.Rolling`). See :mod:`mlops_nb.deploy.core`."""
+        from .deploy.core import deploy
+
+        return deploy(self, target=target, replicas=replicas, strategy=strategy, name=name,
+                      timeout=timeout)  # fmt: skip
 
     def approvals(self) -> pd.DataFrame:
         return self._ws._store.query_df(

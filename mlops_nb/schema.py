@@ -6,7 +6,8 @@ the missing ones in one transaction; a file newer than this code is refused.
 Version 1 kept metrics only as JSON on the version row. Version 2 adds a typed
 ``version_metrics`` table (filled from that JSON) so metric conditions are plain SQL,
 plus approvals, webhooks and webhook deliveries. Version 3 adds the monitoring catalog:
-prediction log files, delayed labels and stored drift runs.
+prediction log files, delayed labels and stored drift runs. Version 4 adds deployments,
+their revisions and the guard's checks.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import duckdb
 
 from .errors import SchemaTooNew
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
@@ -148,7 +149,45 @@ _V3 = [
     )""",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3}
+_V4 = [
+    """CREATE TABLE IF NOT EXISTS deployments (
+        name VARCHAR PRIMARY KEY,
+        model VARCHAR NOT NULL,
+        target VARCHAR NOT NULL,
+        endpoint VARCHAR,
+        pid INTEGER,
+        admin JSON,
+        replicas INTEGER NOT NULL,
+        status VARCHAR NOT NULL,
+        config JSON NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS revisions (
+        deployment VARCHAR NOT NULL,
+        revision INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        strategy VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        created_by VARCHAR NOT NULL,
+        note VARCHAR,
+        PRIMARY KEY (deployment, revision)
+    )""",
+    "CREATE SEQUENCE IF NOT EXISTS guard_seq",
+    """CREATE TABLE IF NOT EXISTS guard_checks (
+        id BIGINT PRIMARY KEY DEFAULT nextval('guard_seq'),
+        deployment VARCHAR NOT NULL,
+        revision INTEGER,
+        version INTEGER,
+        checked_at TIMESTAMPTZ NOT NULL,
+        verdict VARCHAR NOT NULL,
+        decision VARCHAR NOT NULL,
+        evidence JSON NOT NULL
+    )""",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:

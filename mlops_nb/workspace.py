@@ -36,6 +36,7 @@ from .store import Store
 if TYPE_CHECKING:
     import duckdb
 
+    from .deploy.core import Deployment
     from .monitor.core import Monitor
 
 
@@ -67,6 +68,8 @@ class Workspace:
         self._stores: dict[str, ArtifactStore] = {}
         self.artifacts = self._artifact_store(self._artifact_root(artifacts))
         self.logs_root = self._logs_root(logs)
+        self.spool_root = self._sibling("spool")
+        self.deploy_root = self._sibling("deployments")
 
     def _artifact_root(self, given: str | Path | None) -> str:
         if given is not None:
@@ -89,6 +92,16 @@ class Workspace:
         else:
             db = Path(self._store.path)
             root = db.with_name(db.stem + "-logs")
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def _sibling(self, what: str) -> Path:
+        """A folder of this workspace: ``<stem>-<what>`` beside the file, or with the logs."""
+        if self._store.memory:
+            root = self.logs_root / f".{what}"
+        else:
+            db = Path(self._store.path)
+            root = db.with_name(f"{db.stem}-{what}")
         root.mkdir(parents=True, exist_ok=True)
         return root
 
@@ -141,6 +154,19 @@ class Workspace:
         from .monitor.core import Monitor
 
         return Monitor(self, model)
+
+    def deployment(self, name: str) -> Deployment:
+        """A handle on a deployment (re-attaches to one started by another process)."""
+        from .deploy.core import Deployment
+
+        return Deployment(self, name)
+
+    def deployments(self) -> pd.DataFrame:
+        """Every deployment with its serving versions and live state (stale when its
+        router process is gone)."""
+        from .deploy.core import deployments
+
+        return deployments(self)
 
     def model(self, name: str) -> Model:
         """A handle on a model (no I/O; the model is created by its first register)."""

@@ -377,3 +377,79 @@ def test_memory_workspace_and_context_manager() -> None:
     assert not root.exists()
     with pytest.raises(mnb.WorkspaceError, match="closed"):
         ws.models()
+
+
+def test_aliases_in_rows_and_frames(ws: mnb.Workspace) -> None:
+    churn, other = ws.model("churn"), ws.model("other")
+    for m in (churn, other):
+        m.register({"v": 1})
+        m.register({"v": 2})
+    churn.set_alias("champion", 1)
+    churn.set_alias("backup", 1)
+    other.set_alias("champion", 2)
+    churn.version(1).promote("production")
+    assert churn.version("production").aliases == ["backup", "champion"]
+    assert churn.version("latest").aliases == []
+    assert other.version("@champion").info()["aliases"] == ["champion"]
+    assert list(churn.version(1).info())[:6] == [
+        "model",
+        "version",
+        "label",
+        "stage",
+        "aliases",
+        "tags",
+    ]
+    frame = ws.search()
+    assert list(zip(frame["model"], frame["version"], frame["aliases"], strict=True)) == [
+        ("churn", 2, []),
+        ("churn", 1, ["backup", "champion"]),
+        ("other", 2, ["champion"]),
+        ("other", 1, []),
+    ]
+    assert ws.search(alias="champion")["aliases"].tolist() == [["backup", "champion"], ["champion"]]
+    assert ws.search(model="churn", stage="archived").empty
+    with pytest.raises(mnb.ModelNotFound, match="registered: churn, other"):
+        mnb.registry.ModelVersion(ws, "missing", 1.5).stage  # type: ignore[arg-type]  # noqa: B018
+    with pytest.raises(mnb.InvalidArgument, match="int or a string"):
+        mnb.registry.ModelVersion(ws, "churn", 1.5).stage  # type: ignore[arg-type]  # noqa: B018
+
+
+_BUSY = """
+import sys, time
+from pathlib import Path
+import mlops_nb as mnb
+ws = mnb.open(sys.argv[1])
+stop = Path(sys.argv[2])
+print("busy", flush=True)
+end = time.monotonic() + 60
+while not stop.exists() and time.monotonic() < end:
+    ws.model("m").version("latest").stage
+ws.close()
+"""
+
+
+def test_a_busy_process_lets_a_waiting_one_in(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    path, stop = tmp_path / "busy.duckdb", tmp_path / "stop"
+    with mnb.open(path) as ws:
+        ws.model("m").register({"v": 1})
+    busy = subprocess.Popen(
+        [sys.executable, "-c", _BUSY, str(path), str(stop)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert busy.stdout is not None and busy.stdout.readline().strip() == "busy"
+        time.sleep(0.3)  # the busy process holds the file: it never idles for linger
+        start = time.monotonic()
+        # It lets this process in once it has held the file for max_hold (1 s) and sees us
+        # waiting; without that this open would wait for the whole minute and fail.
+        with mnb.open(path, busy_timeout=20) as ws:
+            assert ws.model("m").version(1).stage == "development"
+        assert time.monotonic() - start < 10
+    finally:
+        stop.touch()
+        busy.communicate(timeout=60)
+    assert busy.returncode == 0
+    assert not Path(f"{path}.waiting").exists()

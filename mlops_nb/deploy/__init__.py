@@ -1,0 +1,1 @@
+"""Deployments: revisions, strategies and targets (local processes by default)."""

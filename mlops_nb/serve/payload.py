@@ -1,0 +1,118 @@
+"""Payload logging: request/response pairs buffered in memory, flushed as Parquet spool files.
+
+``add`` only appends arrays to a list under a lock; a background thread turns the buffer
+into one Arrow table and writes it (see :mod:`mlops_nb.monitor.logstore` for the layout)
+when ``flush_rows`` rows are waiting or every ``flush_seconds``. When the buffer holds
+``max_rows`` rows (the spool is slow or broken) new payloads are dropped and counted: a
+full or broken spool never fails or slows a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..monitor import logstore
+
+log = logging.getLogger("mlops_nb.serve")
+
+
+class PayloadLog:
+    def __init__(
+        self,
+        root: str | Path,
+        model: str,
+        version: int,
+        *,
+        flush_rows: int = 10_000,
+        flush_seconds: float = 5.0,
+        max_rows: int = 200_000,
+    ) -> None:
+        self.root = Path(root)
+        self.model = model
+        self.version = version
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self.logged = 0
+        self.dropped = 0
+        self.files = 0
+        self._chunks: list[dict[str, Any]] = []
+        self._rows = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mlops-nb-spool", daemon=True)
+        self._thread.start()
+
+    def add(self, chunk: dict[str, Any], rows: int) -> None:
+        """Queue one response's rows; never raises, never blocks on I/O."""
+        with self._lock:
+            if self._rows + rows > self.max_rows:
+                self.dropped += rows
+                return
+            self._chunks.append(chunk)
+            self._rows += rows
+            full = self._rows >= self.flush_rows
+        if full:
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            chunks, rows = self._chunks, self._rows
+            self._chunks, self._rows = [], 0
+        if not chunks:
+            return
+        try:
+            table = _table(chunks)
+            self.root.mkdir(parents=True, exist_ok=True)
+            written = logstore.write(self.root, self.model, self.version, table)
+            with self._lock:
+                self.files += len(written)
+                self.logged += rows
+        except Exception:
+            log.exception("payload log flush failed; %d rows dropped", rows)
+            # add() counts drops on the request thread: count under the same lock.
+            with self._lock:
+                self.dropped += rows
+
+    def close(self) -> None:
+        """Stop the thread and write what is buffered."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        self.flush()
+
+
+def _table(chunks: list[dict[str, Any]]) -> pa.Table:
+    names: list[str] = []
+    for chunk in chunks:
+        names.extend(n for n in chunk if n not in names)
+    columns = {}
+    for name in names:
+        parts = []
+        for chunk in chunks:
+            n = len(chunk["id"])
+            parts.append(chunk[name] if name in chunk else np.full(n, None, dtype=object))
+        values = np.concatenate(parts)
+        if name == "timestamp":
+            columns[name] = pa.array(
+                values.astype("datetime64[us]"), type=pa.timestamp("us", tz="UTC")
+            )
+        elif values.dtype == object:
+            arr = pa.array(values, from_pandas=True)
+            columns[name] = arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr
+        else:
+            columns[name] = pa.array(values)
+    return pa.table(columns)

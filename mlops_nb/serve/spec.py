@@ -1,0 +1,61 @@
+"""What a model server needs to know, without opening the workspace's DuckDB file.
+
+The deployer writes a :class:`ServeSpec` as JSON; the server reads it, fetches the
+artifact from the artifact store and verifies every digest before it reports ready.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..registry import ModelVersion
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    model: str
+    version: int
+    digest: str
+    manifest: dict[str, Any]
+    artifact_uri: str
+    signature: dict[str, Any] | None = None
+    s3_options: dict[str, Any] | None = None
+    spool: str | None = None
+    flush_rows: int = 10_000
+    flush_seconds: float = 5.0
+    max_buffer_rows: int = 200_000
+    batching: bool = True
+    max_batch: int = 64
+    max_body_bytes: int = 10 * 1024 * 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, v: ModelVersion, **options: Any) -> ServeSpec:
+        row = v.info()
+        return cls(
+            model=v.model,
+            version=int(row["version"]),
+            digest=str(row["digest"]),
+            manifest=row["manifest"],
+            artifact_uri=str(row["artifact_uri"]),
+            signature=row["signature"],
+            s3_options=v._ws._s3_options,
+            **options,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def write(self, path: Path) -> Path:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> ServeSpec:
+        return cls(**json.loads(Path(path).read_text()))
