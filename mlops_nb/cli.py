@@ -8,6 +8,7 @@ mlops-nb audit --model churn
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -131,6 +132,92 @@ def demo(folder: str) -> None:
     from .demo import run
 
     run(folder)
+
+
+@main.command()
+@click.option("--model", required=True, help="Model name.")
+@click.option(
+    "--version",
+    "version",
+    default="production",
+    show_default=True,
+    help="Version reference: a number, 'latest', '@alias', a stage or a label.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--spool/--no-spool",
+    default=True,
+    show_default=True,
+    help="Log request/response payloads to the workspace's spool folder.",
+)
+@click.option(
+    "--batching/--no-batching",
+    default=True,
+    show_default=True,
+    help="Micro-batch concurrent requests into one predict.",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, model: str, version: str, host: str, port: int, spool: bool,
+    batching: bool,
+) -> None:  # fmt: skip
+    """Serve one model version over the Open Inference Protocol (V2), in the foreground."""
+    from .serve.__main__ import serve as run_server
+    from .serve.spec import ServeSpec
+
+    with _ws(ctx) as ws:
+        v = ws.model(model).version(version)
+        spec = ServeSpec.of(v, spool=str(ws.spool_root) if spool else None, batching=batching)
+    click.echo(f"serving {spec.model} v{spec.version} on http://{host}:{port}", err=True)
+    run_server(spec, host, port)
+
+
+@main.command()
+@click.pass_context
+def deployments(ctx: click.Context) -> None:
+    """List deployments with their live state."""
+    with _ws(ctx) as ws:
+        _print(ws.deployments())
+
+
+@main.command()
+@click.argument("deployment")
+@click.option("--max-error-rate", type=float, default=None)
+@click.option("--max-p95-latency-ms", type=float, default=None)
+@click.option("--max-p99-latency-ms", type=float, default=None)
+@click.option("--min-accuracy", type=float, default=None)
+@click.option("--max-drift-share", type=float, default=None)
+@click.option("--interval", default="10s", show_default=True)
+@click.option("--window", default="1m", show_default=True)
+@click.option("--failure-limit", default=3, show_default=True, type=int)
+@click.option("--min-samples", default=20, show_default=True, type=int)
+@click.option("--checks", default=None, type=int, help="Stop after this many checks.")
+@click.pass_context
+def guard(
+    ctx: click.Context, deployment: str, max_error_rate: float | None,
+    max_p95_latency_ms: float | None, max_p99_latency_ms: float | None,
+    min_accuracy: float | None, max_drift_share: float | None, interval: str, window: str,
+    failure_limit: int, min_samples: int, checks: int | None,
+) -> None:  # fmt: skip
+    """Watch DEPLOYMENT headless; roll back when its thresholds are breached."""
+    import threading
+
+    from .deploy.core import run_guard
+    from .deploy.strategies import Guard
+
+    rules = Guard(
+        max_error_rate=max_error_rate, max_p95_latency_ms=max_p95_latency_ms,
+        max_p99_latency_ms=max_p99_latency_ms, min_accuracy=min_accuracy,
+        max_drift_share=max_drift_share, interval=interval, window=window,
+        failure_limit=failure_limit, min_samples=min_samples,
+    )  # fmt: skip
+    with open_workspace(ctx.obj["workspace"], artifacts=ctx.obj["artifacts"]) as ws:
+        dep = ws.deployment(deployment)
+        dep.status()
+        with contextlib.suppress(KeyboardInterrupt):
+            run_guard(dep, rules, threading.Event(), max_checks=checks)
+        _print(dep.checks().drop(columns=["evidence"]).tail(20))
 
 
 if __name__ == "__main__":  # pragma: no cover
