@@ -139,11 +139,14 @@ def _compare(
         n_ref, n_cur = a.size, b.size
         if min(n_ref, n_cur) < min_samples:
             return kind, _insufficient(method or "ks", n_ref, n_cur, min_samples), n_ref, n_cur
-        a.sort()
-        b.sort()
         chosen = stats.choose_method("numeric", n_ref, n_cur)
         method = method or chosen.method
-        result = _numeric(method, a, b)
+        if method == "wasserstein_norm":
+            result = stats.normalized_wasserstein_large(a, b)
+        else:
+            a.sort()
+            b.sort()
+            result = _numeric(method, a, b)
         threshold = chosen.threshold if method == chosen.method else _default_threshold(method)
         return kind, replace(result, threshold=threshold), n_ref, n_cur
     ref_counts, cur_counts = _categories(ref), _categories(cur)
@@ -384,11 +387,19 @@ def run_drift(
 
     rows: list[tuple[str, str, StatResult, int, int]] = []
     missing: list[dict[str, Any]] = []
-    # numpy sorts release the GIL: two threads keep both cores of a small machine busy.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for start in range(0, len(all_names), BATCH_COLUMNS):
-            batch = all_names[start : start + BATCH_COLUMNS]
-            ref_t, cur_t = ref.fetch(batch), cur.fetch(batch)
+    batches = [all_names[i : i + BATCH_COLUMNS] for i in range(0, len(all_names), BATCH_COLUMNS)]
+
+    def load(batch: list[str]) -> tuple[pa.Table, pa.Table]:
+        return ref.fetch(batch), cur.fetch(batch)
+
+    # numpy sorts release the GIL: two threads keep both cores of a small machine busy,
+    # while a third reads the next batch of columns out of DuckDB.
+    with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as io:
+        pending = io.submit(load, batches[0]) if batches else None
+        for index, batch in enumerate(batches):
+            assert pending is not None
+            ref_t, cur_t = pending.result()
+            pending = io.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
 
             def one(name: str, ref_t: pa.Table = ref_t, cur_t: pa.Table = cur_t) -> Any:
                 r = ref_t.column(name) if name in ref_t.column_names else None

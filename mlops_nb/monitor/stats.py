@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +77,7 @@ __all__ = [
     "merge_sorted",
     "normalized_wasserstein_from_counts",
     "normalized_wasserstein_from_samples",
+    "normalized_wasserstein_large",
     "normalized_wasserstein_sorted",
     "psi_from_counts",
     "psi_from_samples",
@@ -225,29 +226,34 @@ def merge_sorted(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray, 
     return v, r, c
 
 
-SKETCH_LEVELS = 1 << 17
+def wasserstein_sorted(
+    a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]
+) -> float:
+    """Wasserstein-1 distance of two sorted, finite, non-empty samples, in linear time.
 
-
-def wasserstein_sorted(a: FloatArray, b: FloatArray) -> float:
-    """Wasserstein-1 distance of two sorted, finite, non-empty samples.
-
-    W1 is the area between the quantile functions. Equal sizes give it exactly, as the
-    mean absolute difference of order statistics. Otherwise both quantile functions are
-    read at ``SKETCH_LEVELS`` (131,072) evenly spaced levels (midpoint rule): linear time
-    after the sorts and no n+m-sized temporaries; the approximation differs from the
-    exact distance by under 0.5% for samples of 50,000 or more (tested against
-    scipy), far below any drift threshold.
+    W1 is the area between the quantile functions, step functions with steps at i/n and
+    j/m. On the common scale n*m those are the integers i*m and j*n, so the breakpoints
+    merge exactly (no float ties; a radix sort of two sorted runs) and each piece pairs
+    one order statistic of each side. Equal sizes reduce to the mean absolute difference
+    of order statistics. Equal to :func:`wasserstein_from_samples` to rounding.
 
     >>> wasserstein_sorted(np.array([0.0, 1.0, 3.0]), np.array([5.0, 6.0, 8.0]))
     5.0
     """
     n, m = a.size, b.size
     if n == m:
-        return float(np.mean(np.abs(a - b)))
-    levels = (np.arange(SKETCH_LEVELS, dtype=np.float64) + 0.5) / SKETCH_LEVELS
-    qa = a[np.minimum((levels * n).astype(np.int64), n - 1)]
-    qb = b[np.minimum((levels * m).astype(np.int64), m - 1)]
-    return float(np.mean(np.abs(qa - qb)))
+        return float(np.mean(np.abs(a - b), dtype=np.float64))
+    both = np.sort(
+        np.concatenate([np.arange(1, n + 1, dtype=np.int64) * m,
+                        np.arange(1, m + 1, dtype=np.int64) * n]),
+        kind="stable",
+    )  # fmt: skip
+    points = both[np.concatenate(([True], both[1:] != both[:-1]))]
+    widths = np.diff(points, prepend=0)
+    ia = (points + m - 1) // m - 1
+    ib = (points + n - 1) // n - 1
+    gaps = np.abs(a[ia].astype(np.float64) - b[ib])
+    return float(np.dot(widths, gaps) / (n * m))
 
 
 def normalized_wasserstein_sorted(a: FloatArray, b: FloatArray) -> StatResult:
@@ -262,6 +268,32 @@ def normalized_wasserstein_sorted(a: FloatArray, b: FloatArray) -> StatResult:
         # A constant reference has no scale; the counts form knows the fallbacks.
         return normalized_wasserstein_from_counts(*merge_sorted(a, b))
     return _result("wasserstein_norm", wasserstein_sorted(a, b) / float(np.std(a)))
+
+
+def normalized_wasserstein_large(a: FloatArray, b: FloatArray) -> StatResult:
+    """Normalized Wasserstein-1 for large, unsorted, finite samples, computed fast.
+
+    Both samples are standardized by the reference's mean and standard deviation, so the
+    distance comes out directly in reference standard deviations, and then sorted in
+    single precision, which halves the cost of the sorts that dominate large drift runs.
+    Standardizing first keeps the rounding relative to the spread of the data (about
+    1e-7 standard deviations), so large offsets such as epoch timestamps lose nothing.
+    A constant reference falls back to :func:`normalized_wasserstein_sorted`.
+
+    >>> r = normalized_wasserstein_large(np.array([0.0, 2.0]), np.array([1.0, 3.0]))
+    >>> round(r.statistic, 6)
+    1.0
+    """
+    if (bad := _empty("wasserstein_norm", a.size, b.size)) is not None:
+        return bad
+    mean, std = float(np.mean(a)), float(np.std(a))
+    if not std > 0.0:
+        return normalized_wasserstein_sorted(np.sort(a), np.sort(b))
+    za = ((a - mean) / std).astype(np.float32)
+    za.sort()
+    zb = ((b - mean) / std).astype(np.float32)
+    zb.sort()
+    return _result("wasserstein_norm", wasserstein_sorted(za, zb))
 
 
 def _samples_summary(

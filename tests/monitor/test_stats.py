@@ -13,6 +13,7 @@ from scipy import stats  # type: ignore[import-untyped, unused-ignore]
 from scipy.spatial.distance import jensenshannon  # type: ignore[import-untyped, unused-ignore]
 
 from mlops_nb.errors import InvalidArgument
+from mlops_nb.monitor import stats as mstats
 from mlops_nb.monitor.stats import (
     DEFAULT_THRESHOLDS,
     LARGE_SAMPLE,
@@ -495,3 +496,27 @@ def test_assess_samples_categorical_labels() -> None:
     res = assess_samples("categorical", ref, cur)
     assert res.method == "chi2" and res.threshold == 0.05
     assert decide({"c": res})["c"].drifted is True
+
+
+@pytest.mark.parametrize(("n", "m"), [(5, 7), (100, 100), (1_000, 333), (20_000, 30_001)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_wasserstein_sorted_matches_scipy(n: int, m: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a = np.sort(rng.lognormal(0.0, 1.5, n))
+    b = np.sort(rng.normal(0.5, 2.0, m).round(1))  # ties on one side
+    assert mstats.wasserstein_sorted(a, b) == pytest.approx(
+        stats.wasserstein_distance(a, b), rel=1e-9
+    )
+
+
+@pytest.mark.parametrize("offset", [0.0, 1.7e9])
+def test_large_sample_normalized_wasserstein_is_exact_enough(offset: float) -> None:
+    rng = np.random.default_rng(5)
+    a = offset + rng.lognormal(0.0, 2.0, 60_000)
+    b = offset + rng.lognormal(0.1, 2.0, 75_000)
+    expected = stats.wasserstein_distance(a, b) / np.std(a)
+    got = mstats.normalized_wasserstein_large(a.copy(), b.copy()).statistic
+    # Single-precision sorting of standardized values: about 1e-7 of a standard deviation.
+    assert got == pytest.approx(expected, rel=1e-5)
+    const = mstats.normalized_wasserstein_large(np.ones(10), np.full(10, 2.0))
+    assert const.statistic is not None and const.statistic > 0
