@@ -2,15 +2,21 @@
 
 Trains two scikit-learn models on the breast-cancer data set that ships with
 scikit-learn, registers both with metrics, promotes the better one to production through
-staging, points an alias at it, loads it back and prints the registry and audit log.
+staging, points an alias at it and loads it back. Then it deploys the champion as a
+local V2 endpoint, sends it traffic (half of it drifted), reads the payload log back,
+attaches labels, checks drift and quality, rolls the other version out as a guarded
+canary, rolls back, and prints the registry, the deployment history and the audit log.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 import click
+import httpx
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
@@ -20,6 +26,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .deploy.strategies import Canary, Guard
 from .workspace import open as open_workspace
 
 
@@ -64,6 +71,7 @@ def run(folder: str | Path = ".demo") -> None:
             f"loaded @champion, digest verified; test accuracy "
             f"{accuracy_score(y_test, loaded.predict(X_test)):.3f}"
         )
+        _serve_and_watch(ws, best, next(v for v in registered if v != best), X_test, y_test)
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             click.echo(
                 "\nVersions:\n"
@@ -78,3 +86,56 @@ def run(folder: str | Path = ".demo") -> None:
                 ].to_string(index=False)
             )
         click.echo(f"\nworkspace: {root / 'mlops.duckdb'}")
+
+
+def _serve_and_watch(ws: Any, best: Any, other: Any, X: pd.DataFrame, y: pd.Series) -> None:
+    dep = best.deploy(replicas=1)
+    click.echo(f"\ndeployed v{best.number} at {dep.endpoint}")
+    try:
+        # Half the traffic arrives with the first five features scaled up: drift.
+        drifted = X.copy()
+        drifted[X.columns[:5]] = drifted[X.columns[:5]] * 1.5
+        ids: list[str] = []
+        truth: list[int] = []
+        with httpx.Client(timeout=10) as client:
+            for frame in (X, drifted):
+                for i in range(len(frame)):
+                    r = client.post(f"{dep.endpoint}/v2/models/cancer/infer",
+                                    json=frame.iloc[[i]].to_dict("records"))  # fmt: skip
+                    r.raise_for_status()
+                    ids += r.json()["parameters"]["prediction_ids"]
+                    truth.append(int(y.iloc[i]))
+        click.echo(f"sent {len(ids)} requests; waiting for the payload spool")
+        mon = ws.monitor("cancer")
+        deadline = time.monotonic() + 30
+        while len(mon.predictions()) < len(ids) and time.monotonic() < deadline:
+            dep.flush_logs()
+            time.sleep(0.5)
+        mon.log_labels(ids, truth)
+        report = mon.drift("training", "last 1h")
+        click.echo(f"{report!r}")
+        quality = mon.metrics("1h")
+        click.echo("quality: " + ", ".join(
+            f"{k}={quality[k].iloc[-1]:.3f}" for k in ("accuracy", "f1", "roc_auc")))  # fmt: skip
+        guard = Guard(max_error_rate=0.01, interval="0.5s", window="10s", min_samples=5)
+        other.deploy(strategy=Canary(steps=[50, 100], pause="2s", guard=guard))
+        click.echo(f"canary of v{other.number}: {dep.status()['traffic']}")
+        with httpx.Client(timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while dep.status()["rollout"]["phase"] not in ("done", "rolled_back", "failed"):
+                client.post(f"{dep.endpoint}/v2/models/cancer/infer",
+                            json=X.iloc[[0]].to_dict("records"))  # fmt: skip
+                if time.monotonic() > deadline:
+                    break
+        dep.wait(timeout=60)
+        click.echo(f"canary {dep.status()['rollout']['phase']}: {dep.status()['traffic']}")
+        dep.rollback(reason="demo: back to the champion")
+        click.echo(f"rolled back: {dep.status()['traffic']}")
+        click.echo(
+            "\nRevisions:\n"
+            + dep.revisions()[["revision", "version", "strategy", "status", "note"]].to_string(
+                index=False
+            )
+        )
+    finally:
+        dep.delete()
