@@ -226,9 +226,7 @@ def merge_sorted(a: FloatArray, b: FloatArray) -> tuple[FloatArray, FloatArray, 
     return v, r, c
 
 
-def wasserstein_sorted(
-    a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]
-) -> float:
+def wasserstein_sorted(a: npt.NDArray[np.floating[Any]], b: npt.NDArray[np.floating[Any]]) -> float:
     """Wasserstein-1 distance of two sorted, finite, non-empty samples, in linear time.
 
     W1 is the area between the quantile functions, step functions with steps at i/n and
