@@ -220,5 +220,23 @@ def guard(
         _print(dep.checks().drop(columns=["evidence"]).tail(20))
 
 
+def _workspace_here(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(dict)["workspace"] = value
+
+
+# `mlops-nb serve --workspace ws.duckdb ...` reads as well as `mlops-nb -w ws.duckdb serve`:
+# every command takes the option too.
+for _command in main.commands.values():
+    _command.params.append(
+        click.Option(
+            ["--workspace", "-w"],
+            expose_value=False,
+            callback=_workspace_here,
+            help="DuckDB workspace file (overrides the one given before the command).",
+        )
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Receiver, free_port
 
 import mlops_nb as mnb
+from tests.conftest import Receiver, free_port
 
 
 def test_webhook_is_signed_and_recorded(ws: mnb.Workspace, receiver: Receiver) -> None:

@@ -13,7 +13,10 @@ Defaults (see :mod:`.stats` for the measurements behind them):
 - a feature with fewer than ``min_samples`` values on either side gets no verdict
   ("insufficient data"), never a NaN;
 - the dataset drifts when at least ``drift_share`` of the features with a verdict drift,
-  or when the prediction or confidence distribution drifts (reported separately);
+  or when the prediction or confidence distribution drifts (reported separately). With
+  ``reference="training"`` the reference outputs are the model's predictions on its own
+  training sample, which are in-sample (over-confident): they are reported but do not
+  enter the verdict; compare outputs against a window of logged traffic instead;
 - missing-value shares are compared on their own (``report.missing``): a jump in missing
   values is a data-quality problem, not a distribution shift.
 
@@ -198,7 +201,7 @@ class DriftReport:
     def __init__(
         self, model: str, reference: str, current: str, n_ref: int, n_cur: int,
         summary: pd.DataFrame, outputs: pd.DataFrame, missing: pd.DataFrame, drift_share: float,
-        run_id: int | None = None,
+        run_id: int | None = None, outputs_in_verdict: bool = True,
     ) -> None:  # fmt: skip
         self.model = model
         self.reference = reference
@@ -221,7 +224,8 @@ class DriftReport:
         reasons = []
         if self.share_drifted is not None and self.share_drifted >= drift_share:
             reasons.append(f"{self.n_drifted} of {self.n_judged} features")
-        reasons += [f"{o} distribution" for o in out_drift]
+        if outputs_in_verdict:
+            reasons += [f"{o} distribution" for o in out_drift]
         if reasons:
             self.drifted: bool | None = True
             self.verdict = "drifted: " + ", ".join(reasons)
@@ -427,9 +431,23 @@ def run_drift(
     frame["drifted"] = frame["drifted"].astype(object)
     summary = frame[~frame["feature"].isin(OUTPUTS)].reset_index(drop=True)
     outputs = frame[frame["feature"].isin(OUTPUTS)].reset_index(drop=True)
+    in_sample = isinstance(reference, str) and reference == "training"
+    if in_sample and not outputs.empty:
+        # The model's outputs on its own training rows are in-sample: more confident than
+        # on any new data. Reported, but they do not decide the verdict.
+        outputs["note"] = (
+            outputs["note"]
+            .fillna("")
+            .map(
+                lambda n: (
+                    (n + "; " if n else "") + "in-sample reference outputs: not in the verdict"
+                )
+            )
+        )
     report = DriftReport(
         mon.model, ref.label, cur.label, ref.num_rows, cur.num_rows, summary, outputs,
         pd.DataFrame.from_records(missing, columns=MISSING_COLUMNS), drift_share,
+        outputs_in_verdict=not in_sample,
     )  # fmt: skip
     if store:
         report.run_id = _store(mon, report)

@@ -10,7 +10,8 @@
 
 Errors use the V2 error body ``{"error": "..."}``: 400 for a request that does not fit
 (shape, datatype, missing input, body too large, unknown model or version), 503 while the
-model is not ready, 500 when the model itself raises (the server stays up).
+model is not ready, 500 when the model itself raises or answers with the wrong number of
+rows (the server stays up).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -48,7 +50,7 @@ from ..artifacts import open_store
 from .batching import Batcher, run_inline
 from .payload import PayloadLog
 from .spec import ServeSpec
-from .v2 import BadRequest, Batch, decode, tensor
+from .v2 import NUMPY_OF, BadRequest, Batch, decode, tensor
 
 log = logging.getLogger("mlops_nb.serve")
 
@@ -92,7 +94,8 @@ class ModelServer:
         self._labels = (spec.model, str(spec.version))
         self.payload_log = (
             PayloadLog(spec.spool, spec.model, spec.version, flush_rows=spec.flush_rows,
-                       flush_seconds=spec.flush_seconds, max_rows=spec.max_buffer_rows)
+                       flush_seconds=spec.flush_seconds, max_rows=spec.max_buffer_rows,
+                       types=_output_types(spec.signature))
             if spec.spool else None
         )  # fmt: skip
         self.batcher: Batcher[Batch, Outcome] | None = (
@@ -146,9 +149,24 @@ class ModelServer:
         model = self.model
         raw = model.predict(X) if hasattr(model, "predict") else model(X)
         prediction = np.asarray(raw)
+        rows = sum(b.rows for b in batches)
+        # Slicing a short answer would hand one request's predictions to another.
+        if prediction.ndim == 0 or prediction.shape[0] != rows:
+            got = "a scalar" if prediction.ndim == 0 else f"{prediction.shape[0]} predictions"
+            raise ValueError(f"predict returned {got} for {rows} rows")
         confidence = None
         if hasattr(model, "predict_proba"):
-            confidence = np.asarray(model.predict_proba(X)).max(axis=1)
+            try:
+                confidence = np.asarray(model.predict_proba(X)).max(axis=1)
+            except Exception:
+                # A model whose predict works but predict_proba does not still answers;
+                # only the confidence is missing.
+                log.warning("predict_proba failed; answering without confidence", exc_info=True)
+                confidence = None
+            if confidence is not None and confidence.shape[0] != rows:
+                raise ValueError(
+                    f"predict_proba returned {confidence.shape[0]} rows for {rows} rows"
+                )
         outcomes = []
         start = 0
         for b in batches:
@@ -195,7 +213,10 @@ class ModelServer:
             except Exception as e:
                 code = 500
                 log.exception("model raised")
-                return _error(500, f"model raised {type(e).__name__}: {e}")
+                message = f"model raised {type(e).__name__}: {e}"
+                # Failed requests are logged too: the monitor's error rate counts them.
+                self._log(batch, None, (time.perf_counter() - start) * 1000.0, message)
+                return _error(500, message)
             latency_ms = (time.perf_counter() - start) * 1000.0
             ids = self._log(batch, outcome, latency_ms)
             outputs = [tensor("predict", outcome.prediction)]
@@ -237,20 +258,35 @@ class ModelServer:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _log(self, batch: Batch, outcome: Outcome, latency_ms: float) -> list[str]:
-        base = batch.request_id if batch.request_id and batch.rows == 1 else uuid.uuid4().hex
+    def _log(
+        self, batch: Batch, outcome: Outcome | None, latency_ms: float, error: str | None = None
+    ) -> list[str]:
+        # Prediction ids are always generated, so they stay unique even when clients reuse
+        # request ids; the response echoes the request id separately.
+        base = uuid.uuid4().hex
         ids = [base] if batch.rows == 1 else [f"{base}-{i}" for i in range(batch.rows)]
         if self.payload_log is None:
             return ids
+        rows = batch.rows
+        if outcome is None:
+            prediction: np.ndarray[Any, Any] = np.full(rows, None, dtype=object)
+            confidence: np.ndarray[Any, Any] = np.full(rows, np.nan)
+        else:
+            prediction = outcome.prediction
+            if prediction.ndim > 1:
+                prediction = prediction.reshape(rows, -1)[:, 0]
+            confidence = (
+                outcome.confidence if outcome.confidence is not None else np.full(rows, np.nan)
+            )
         chunk: dict[str, Any] = {
             "id": np.asarray(ids, dtype=object),
-            "timestamp": np.full(batch.rows, np.datetime64(time.time_ns() // 1000, "us")),
-            "prediction": outcome.prediction.reshape(batch.rows, -1)[:, 0]
-            if outcome.prediction.ndim > 1 else outcome.prediction,
-            "confidence": outcome.confidence if outcome.confidence is not None
-            else np.full(batch.rows, np.nan),
-            "latency_ms": np.full(batch.rows, latency_ms),
-        }  # fmt: skip
+            "timestamp": np.full(rows, np.datetime64(time.time_ns() // 1000, "us")),
+            "prediction": prediction,
+            "confidence": confidence,
+            "latency_ms": np.full(rows, latency_ms),
+        }
+        if error is not None:
+            chunk["error"] = np.full(rows, error, dtype=object)
         for name, values in batch.columns.items():
             if values.ndim == 2:
                 for k in range(values.shape[1]):
@@ -306,6 +342,14 @@ class ModelServer:
             self.batcher.close()
         if self.payload_log is not None:
             self.payload_log.close()
+
+
+def _output_types(signature: dict[str, Any] | None) -> dict[str, pa.DataType]:
+    outputs = (signature or {}).get("outputs") or []
+    if not outputs:
+        return {}
+    dtype = np.dtype(NUMPY_OF.get(outputs[0]["datatype"], np.object_))
+    return {"prediction": pa.string() if dtype == np.object_ else pa.from_numpy_dtype(dtype)}
 
 
 def _error(status: int, message: str) -> Response:

@@ -32,6 +32,7 @@ class PayloadLog:
         flush_rows: int = 10_000,
         flush_seconds: float = 5.0,
         max_rows: int = 200_000,
+        types: dict[str, pa.DataType] | None = None,
     ) -> None:
         self.root = Path(root)
         self.model = model
@@ -39,6 +40,9 @@ class PayloadLog:
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.max_rows = max_rows
+        # Arrow types for columns that may be all-null in a flush (the prediction of a
+        # flush of failed requests), so every spool file of a version agrees on them.
+        self.types = dict(types or {})
         self.logged = 0
         self.dropped = 0
         self.files = 0
@@ -75,7 +79,7 @@ class PayloadLog:
         if not chunks:
             return
         try:
-            table = _table(chunks)
+            table = _table(chunks, self.types)
             self.root.mkdir(parents=True, exist_ok=True)
             written = logstore.write(self.root, self.model, self.version, table)
             with self._lock:
@@ -95,7 +99,7 @@ class PayloadLog:
         self.flush()
 
 
-def _table(chunks: list[dict[str, Any]]) -> pa.Table:
+def _table(chunks: list[dict[str, Any]], types: dict[str, pa.DataType]) -> pa.Table:
     names: list[str] = []
     for chunk in chunks:
         names.extend(n for n in chunk if n not in names)
@@ -112,7 +116,11 @@ def _table(chunks: list[dict[str, Any]]) -> pa.Table:
             )
         elif values.dtype == object:
             arr = pa.array(values, from_pandas=True)
-            columns[name] = arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr
+            if pa.types.is_null(arr.type):
+                arr = arr.cast(types.get(name, pa.string()))
+            elif name in types and arr.type != types[name]:
+                arr = arr.cast(types[name])
+            columns[name] = arr
         else:
             columns[name] = pa.array(values)
     return pa.table(columns)

@@ -7,6 +7,7 @@ artifact from the artifact store and verifies every digest before it reports rea
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,10 @@ class ServeSpec:
 
     def write(self, path: Path) -> Path:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.to_json())
+        # S3 options may carry credentials: readable by the owner only.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.to_json())
         tmp.replace(path)
         return path
 

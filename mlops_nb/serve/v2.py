@@ -10,6 +10,10 @@ For a model registered with a DataFrame example, each column is one input tensor
 For convenience a body that is a plain JSON list of records (``[{"age": 31, ...}]``) or
 of rows (``[[1.0, 2.0], ...]``) is accepted too.
 
+Values must fit their datatype (no ``"1.5"`` for FP64, no ``1.5`` for INT64, strings for
+BYTES; ``null`` is a missing value for floats and strings), and numbers are converted to
+the signature's datatype, so the model and the payload log see one type per feature.
+
 >>> batch = decode({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64",
 ...                             "data": [1, 2, 3, 4]}]}, None)
 >>> batch.rows, batch.columns["x"].tolist()
@@ -125,7 +129,12 @@ def decode(body: Any, signature: dict[str, Any] | None) -> Batch:
     inputs = body["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("'inputs' must be a non-empty list of tensors")
-    tensors = dict(_tensor(spec, i) for i, spec in enumerate(inputs))
+    tensors: dict[str, np.ndarray[Any, Any]] = {}
+    for i, spec in enumerate(inputs):
+        name, arr = _tensor(spec, i)
+        if name in tensors:
+            raise BadRequest(f"input {name!r} is given twice")
+        tensors[name] = arr
     if expected:
         absent = [n for n in expected if n not in tensors]
         if absent:
@@ -156,7 +165,9 @@ def _batch(
             raise BadRequest(f"inputs have different batch sizes ({rows} and {arr.shape[0]})")
         rows = arr.shape[0]
         columns[name] = arr
-    return Batch(columns, rows or 0, request_id)
+    if not rows:
+        raise BadRequest("the request holds no rows to predict")
+    return Batch(columns, rows, request_id)
 
 
 def _conform(name: str, arr: np.ndarray[Any, Any], want: dict[str, Any]) -> np.ndarray[Any, Any]:
@@ -240,7 +251,12 @@ def _records(
 def tensor(name: str, values: np.ndarray[Any, Any]) -> dict[str, Any]:
     """An output tensor in V2 form."""
     datatype = v2_datatype(values.dtype)
-    data = values.tolist() if datatype != "BYTES" else [str(v) for v in values.ravel()]
-    if values.ndim > 1 and datatype != "BYTES":
-        data = values.ravel().tolist()
+    flat = values.ravel()
+    if datatype == "BYTES":
+        data: list[Any] = [str(v) for v in flat]
+    elif flat.dtype.kind == "f" and np.isnan(flat).any():
+        # JSON has no NaN: a missing number is null.
+        data = [None if v != v else v for v in flat.tolist()]
+    else:
+        data = flat.tolist()
     return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": data}

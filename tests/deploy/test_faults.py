@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from conftest import Traffic, wait_for
 
 import mlops_nb as mnb
+from tests.deploy.conftest import Traffic, wait_for
 
 
 def _body(iris: Any) -> Any:

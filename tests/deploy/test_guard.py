@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import Traffic, wait_for
 
 import mlops_nb as mnb
+from tests.deploy.conftest import Traffic, wait_for
 
 CLI = str(Path(sys.executable).with_name("mlops-nb"))
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Traffic, wait_for
 
 import mlops_nb as mnb
+from tests.deploy.conftest import Traffic, wait_for
 
 
 def _body(iris: Any) -> Any:

@@ -1,0 +1,58 @@
+"""/metrics is Prometheus text: request counts by status code and latency histograms."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import Fleet, buckets, sample
+
+LABELS = {"model": "doubler", "version": "1"}
+
+
+def requests(families: dict[str, Metric], code: str) -> float:
+    return sample(families, "mlops_requests", "mlops_requests_total", code=code, **LABELS)
+
+
+def test_metrics_are_valid_prometheus_text(fleet: Fleet) -> None:
+    server = fleet.doubler
+    before = server.metrics()
+
+    for x in (1.0, 2.0, 3.0):
+        assert server.infer([{"x": x}]).status_code == 200
+    assert server.infer([{"nope": 1.0}]).status_code == 400
+    assert server.infer([{"x": -1.0}]).status_code == 500
+
+    r = server.client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=")
+    families = {m.name: m for m in text_string_to_metric_families(r.text)}
+
+    assert families["mlops_requests"].type == "counter"
+    assert requests(families, "200") - requests(before, "200") == 3
+    assert requests(families, "400") - requests(before, "400") == 1
+    assert requests(families, "500") - requests(before, "500") == 1
+
+    for name in ("mlops_request_latency_seconds", "mlops_batch_size"):
+        family = families[name]
+        assert family.type == "histogram"
+        cumulative = buckets(families, name)
+        les = sorted(cumulative)
+        assert les[-1] == math.inf
+        assert all(cumulative[a] <= cumulative[b] for a, b in itertools.pairwise(les))
+        total = sample(families, name, f"{name}_count", **LABELS)
+        assert cumulative[math.inf] == total
+        assert sample(families, name, f"{name}_sum", **LABELS) > 0
+    latency_count = sample(
+        families, "mlops_request_latency_seconds", "mlops_request_latency_seconds_count", **LABELS
+    )
+    requests_total = sum(
+        s.value for s in families["mlops_requests"].samples if s.name == "mlops_requests_total"
+    )
+    assert latency_count == requests_total  # every request is timed, whatever its code
+
+    assert sample(families, "mlops_inflight_requests", "mlops_inflight_requests", **LABELS) == 0
+    assert families["mlops_payloads_logged"].type == "gauge"

@@ -1,0 +1,256 @@
+"""Payload logging: what the server spools is what ``Monitor.ingest`` reads back.
+
+The spool must never fail a request: a broken spool or a full buffer drops rows, and
+/metrics counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import mlops_nb as mnb
+from mlops_nb.serve.spec import ServeSpec
+
+from .conftest import Fleet, Server, churn_model, register_doubler, sample
+
+
+def spool_rows(spool: Path) -> int:
+    return sum(pq.read_metadata(f).num_rows for f in spool.rglob("*.parquet"))
+
+
+def payload_counts(server: Server) -> tuple[float, float]:
+    families = server.metrics()
+    return (
+        sample(families, "mlops_payloads_logged", "mlops_payloads_logged"),
+        sample(families, "mlops_payloads_dropped", "mlops_payloads_dropped"),
+    )
+
+
+def wait_for(check: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s")
+        time.sleep(0.05)
+
+
+def one_row(
+    X: pd.DataFrame, i: int, request_id: str | None = None, age_as: str = "INT64"
+) -> dict[str, Any]:
+    row = X.iloc[i]
+    age = float(row["age"]) if age_as == "FP64" else int(row["age"])
+    body: dict[str, Any] = {
+        "inputs": [
+            {"name": "age", "shape": [1], "datatype": age_as, "data": [age]},
+            {"name": "plan", "shape": [1], "datatype": "BYTES", "data": [row["plan"]]},
+            {"name": "score", "shape": [1], "datatype": "FP64", "data": [float(row["score"])]},
+        ]
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+@pytest.fixture
+def churn_v(ws: mnb.Workspace) -> tuple[mnb.ModelVersion, Any, pd.DataFrame]:
+    pipe, X = churn_model()
+    return ws.model("churn").register(pipe, input_example=X[:5]), pipe, X
+
+
+def test_spool_after_shutdown_holds_every_prediction(
+    ws: mnb.Workspace, churn_v: Any, start: Any, tmp_path: Path
+) -> None:
+    version, pipe, X = churn_v
+    spool = tmp_path / "spool"
+    # Neither the row count nor the timer flushes: only the graceful shutdown does.
+    server = start(ServeSpec.of(version, spool=str(spool), flush_rows=10_000, flush_seconds=600))
+    sent: dict[str, int] = {}  # prediction id -> row of X
+    for i in range(5):
+        # A client may send whole numbers as FP64: the log still types age as int64.
+        age_as = "FP64" if i == 4 else "INT64"
+        r = server.infer(one_row(X, i, request_id=f"req-{i}" if i % 2 else None, age_as=age_as))
+        assert r.status_code == 200, r.text
+        (pid,) = r.json()["parameters"]["prediction_ids"]
+        sent[pid] = i
+    records = X.iloc[5:9].to_dict(orient="records")
+    records[0]["age"] = float(records[0]["age"])
+    r = server.infer(records)  # one request, four rows
+    sent.update(zip(r.json()["parameters"]["prediction_ids"], range(5, 9), strict=True))
+    assert len(sent) == 9  # generated ids, unique even where a request id was given
+    assert server.infer({"inputs": []}).status_code == 400  # refused: not logged
+    assert payload_counts(server) == (0.0, 0.0)
+    assert spool_rows(spool) == 0
+
+    server.stop()
+
+    assert spool_rows(spool) == 9
+    files = list(spool.rglob("*.parquet"))
+    assert all(f.relative_to(spool).parts[:2] == ("model=churn", "version=1") for f in files)
+    assert all(f.parent.name.startswith("date=") for f in files)
+    schema = pq.read_schema(files[0])
+    assert {n: str(schema.field(n).type) for n in schema.names} == {
+        "id": "string",
+        "timestamp": "timestamp[us, tz=UTC]",
+        "prediction": "string",
+        "confidence": "double",
+        "latency_ms": "double",
+        "feature.age": "int64",
+        "feature.plan": "string",
+        "feature.score": "double",
+    }
+    added = ws.monitor("churn").ingest(spool)
+    assert added["added"].all() and added["rows"].sum() == 9
+    logged = ws.monitor("churn").predictions().set_index("id")
+    assert sorted(logged.index) == sorted(sent)
+    rows = [sent[pid] for pid in logged.index]
+    expected = X.iloc[rows]
+    assert logged["prediction"].tolist() == pipe.predict(expected).tolist()
+    np.testing.assert_allclose(
+        logged["confidence"].to_numpy(dtype=float), pipe.predict_proba(expected).max(axis=1)
+    )
+    assert logged["feature.age"].tolist() == expected["age"].tolist()
+    assert logged["feature.plan"].tolist() == expected["plan"].tolist()
+    np.testing.assert_allclose(logged["feature.score"], expected["score"])
+    assert (logged["version"] == 1).all()
+    assert (logged["latency_ms"] > 0).all()
+    assert ws.monitor("churn").ingest(spool)["added"].sum() == 0  # ingesting twice adds nothing
+
+
+def test_time_flush_of_a_2d_input_logs_one_feature_per_column(fleet: Fleet, tmp_path: Path) -> None:
+    """The shared iris server flushes every 0.2 s; its 2-D tensor becomes feature.x0..x3."""
+    X = fleet.iris_X[[3, 77, 140]]
+    r = fleet.iris.infer(
+        {
+            "inputs": [
+                {"name": "input", "shape": [3, 4], "datatype": "FP64", "data": X.ravel().tolist()}
+            ]
+        }
+    )
+    assert r.status_code == 200, r.text
+    ids = r.json()["parameters"]["prediction_ids"]
+    mon = fleet.ws.monitor("iris")
+
+    def flushed() -> bool:
+        if not fleet.spool.exists():
+            return False
+        mon.ingest(fleet.spool)  # ingesting a file twice adds nothing
+        return set(ids) <= set(mon.predictions()["id"])
+
+    wait_for(flushed)
+    logged = mon.predictions().set_index("id").loc[ids]
+    assert logged["prediction"].tolist() == fleet.iris_model.predict(X).tolist()
+    for k in range(4):
+        np.testing.assert_allclose(logged[f"feature.x{k}"], X[:, k])
+
+
+def test_broken_spool_never_fails_a_request(churn_v: Any, start: Any, tmp_path: Path) -> None:
+    version, _, X = churn_v
+    spool = tmp_path / "not-a-folder"
+    spool.write_text("a file where the spool folder should be")
+    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=0.1))
+    for i in range(6):
+        assert server.infer(one_row(X, i)).status_code == 200
+    wait_for(lambda: payload_counts(server) == (0.0, 6.0))
+    assert server.client.get("/v2/health/ready").status_code == 200
+    server.stop()
+    assert spool.read_text() == "a file where the spool folder should be"
+
+
+def test_full_buffer_drops_and_counts(
+    ws: mnb.Workspace, churn_v: Any, start: Any, tmp_path: Path
+) -> None:
+    version, _, X = churn_v
+    spool = tmp_path / "spool"
+    server = start(
+        ServeSpec.of(
+            version, spool=str(spool), max_buffer_rows=3, flush_rows=10_000, flush_seconds=600
+        )
+    )
+    ids = []
+    for i in range(5):
+        r = server.infer(one_row(X, i))
+        assert r.status_code == 200
+        ids.extend(r.json()["parameters"]["prediction_ids"])
+    # A four-row request does not fit in what is left either.
+    assert server.infer(X.iloc[:4].to_dict(orient="records")).status_code == 200
+    assert payload_counts(server) == (0.0, 6.0)
+    server.stop()
+    assert spool_rows(spool) == 3
+    ws.monitor("churn").ingest(spool)
+    assert sorted(ws.monitor("churn").predictions()["id"]) == sorted(ids[:3])
+
+
+def test_shutdown_answers_and_logs_the_requests_in_flight(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    """SIGTERM while requests wait for a slow model: each is answered, and each is logged."""
+    version = register_doubler(ws, delay=0.3)
+    spool = tmp_path / "spool"
+    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=600))
+    n = 24
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=n + 1)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
+            calls = [
+                asyncio.create_task(client.post("/v2/models/doubler/infer", json=[{"x": float(i)}]))
+                for i in range(n)
+            ]
+            deadline = time.monotonic() + 10
+            while True:  # until every request is inside the server
+                families = {
+                    m.name: m
+                    for m in text_string_to_metric_families((await client.get("/metrics")).text)
+                }
+                inflight = sample(families, "mlops_inflight_requests", "mlops_inflight_requests")
+                if inflight == n or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+            assert inflight == n
+            server.proc.send_signal(signal.SIGTERM)
+            return list(await asyncio.gather(*calls))
+
+    responses = asyncio.run(run())
+    ids = []
+    for i, r in enumerate(responses):
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"][0] == 2.0 * i
+        ids.extend(r.json()["parameters"]["prediction_ids"])
+    assert server.proc.wait(timeout=20) in (0, -signal.SIGTERM)
+    assert spool_rows(spool) == n
+    ws.monitor("doubler").ingest(spool)
+    logged = ws.monitor("doubler").predictions().set_index("id").loc[ids]
+    assert logged["feature.x"].tolist() == [float(i) for i in range(n)]
+    assert logged["prediction"].tolist() == [2.0 * i for i in range(n)]
+
+
+def test_failed_requests_are_logged_for_the_error_rate(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    version = register_doubler(ws, delay=0.0)
+    spool = tmp_path / "spool"
+    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=600))
+    body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
+    bad = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [-1.0]}]}
+    for payload in (body, body, body, bad):
+        server.infer(payload)
+    assert server.infer(bad).status_code == 500
+    server.stop()
+    table = pq.read_table(next(spool.rglob("*.parquet")))
+    errors = table.column("error").to_pylist()
+    assert sum(e is not None for e in errors) == 2
+    assert all("must not be negative" in e for e in errors if e is not None)
+    mon = ws.monitor("doubler")
+    mon.ingest(spool)
+    assert mon.metrics("1d")["error_rate"].tolist() == [pytest.approx(0.4)]
