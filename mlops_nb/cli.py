@@ -203,7 +203,7 @@ def guard(
     """Watch DEPLOYMENT headless; roll back when its thresholds are breached."""
     import threading
 
-    from .deploy.core import run_guard
+    from .deploy.rollout import run_guard
     from .deploy.strategies import Guard
 
     rules = Guard(

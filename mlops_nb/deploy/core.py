@@ -17,21 +17,27 @@ versions by weight, sticky on a request header.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
-import time
-from dataclasses import dataclass, field
 from html import escape
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .. import query
 from ..errors import DeploymentError, DeploymentNotFound, InvalidArgument
-from ..serve.spec import ServeSpec
-from .guard import Check, analyse
+from .guard import Check
 from .local import LocalRouter
+from .rollout import (
+    ROLLOUTS,
+    WATCHERS,
+    RolloutState,
+    ab_test,
+    create,
+    record_deploy,
+    run_guard,
+    start_canary,
+    switch,
+)
 from .strategies import ABTest, BlueGreen, Canary, Guard, Rolling, Strategy, describe
 
 if TYPE_CHECKING:
@@ -41,40 +47,6 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 TARGETS = ("local",)
-
-
-@dataclass
-class RolloutState:
-    """Progress of a canary (or a blue-green standby) running on a background thread."""
-
-    strategy: str
-    revision: int
-    version: int
-    stable: list[int]
-    step: int = 0
-    weight: int = 0
-    phase: str = "starting"  # starting, progressing, paused, holding, done, rolled_back, failed
-    message: str = ""
-    paused: threading.Event = field(default_factory=threading.Event)
-    skip: threading.Event = field(default_factory=threading.Event)
-    abort: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-    error: BaseException | None = None
-
-    def public(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "revision": self.revision, "version": self.version,
-                "step": self.step, "weight": self.weight, "phase": self.phase,
-                "paused": self.paused.is_set(), "message": self.message}  # fmt: skip
-
-
-# Rollouts running in this process, by (workspace path, deployment name).
-_ROLLOUTS: dict[tuple[str, str], RolloutState] = {}
-_WATCHERS: dict[tuple[str, str], threading.Event] = {}
-
-
-def _entry(revision: int, version: int, spec: Path, replicas: int, weight: int) -> dict[str, Any]:
-    return {"revision": revision, "version": version, "spec": str(spec), "replicas": replicas,
-            "weight": weight}  # fmt: skip
 
 
 class Deployment:
@@ -173,7 +145,7 @@ class Deployment:
         ``deleted``.
         """
         row = self._row()
-        rollout = _ROLLOUTS.get(self._key())
+        rollout = ROLLOUTS.get(self._key())
         base = {"name": self.name, "model": row["model"], "endpoint": row["endpoint"],
                 "rollout": rollout.public() if rollout else None}  # fmt: skip
         if row["status"] == "deleted":
@@ -227,7 +199,7 @@ class Deployment:
 
     def wait(self, timeout: float | None = None) -> Deployment:
         """Block until a running rollout ends; re-raises its error."""
-        rollout = _ROLLOUTS.get(self._key())
+        rollout = ROLLOUTS.get(self._key())
         if rollout is None or rollout.thread is None:
             return self
         rollout.thread.join(timeout)
@@ -238,7 +210,7 @@ class Deployment:
         return self
 
     def _rollout(self) -> RolloutState:
-        rollout = _ROLLOUTS.get(self._key())
+        rollout = ROLLOUTS.get(self._key())
         if rollout is None or rollout.phase in ("done", "rolled_back", "failed"):
             raise DeploymentError(f"deployment {self.name} has no rollout in progress")
         return rollout
@@ -286,7 +258,7 @@ class Deployment:
         A canary in progress is aborted instead: its traffic returns to the stable
         revision at once.
         """
-        rollout = _ROLLOUTS.get(self._key())
+        rollout = ROLLOUTS.get(self._key())
         if rollout and rollout.phase not in ("done", "rolled_back", "failed") and to is None:
             rollout.abort.set()
             self.wait(timeout=120)
@@ -313,7 +285,7 @@ class Deployment:
             target = match.iloc[0]
         version = int(target["version"])
         v = self._ws.model(self.model).version(version)
-        new_rev = _switch(self, v, BlueGreen(), f"rollback to r{int(target['revision'])}",
+        new_rev = switch(self, v, BlueGreen(), f"rollback to r{int(target['revision'])}",
                           self._row()["replicas"])  # fmt: skip
         self._ws._store.write(lambda con: self._ws._audit(
             con, "rollback", self.model, version, f"r{max(serving) if serving else '-'}",
@@ -329,20 +301,20 @@ class Deployment:
             raise InvalidArgument(f"expected mlops_nb.Guard, got {type(guard).__name__}")
         self.unwatch()
         stop = threading.Event()
-        _WATCHERS[self._key()] = stop
+        WATCHERS[self._key()] = stop
         thread = threading.Thread(target=run_guard, args=(self, guard, stop), daemon=True,
                                   name=f"mlops-nb-guard-{self.name}")  # fmt: skip
         thread.start()
         return self
 
     def unwatch(self) -> None:
-        stop = _WATCHERS.pop(self._key(), None)
+        stop = WATCHERS.pop(self._key(), None)
         if stop is not None:
             stop.set()
 
     def delete(self) -> None:
         """Stop the router and its replicas; the records stay, marked deleted."""
-        rollout = _ROLLOUTS.get(self._key())
+        rollout = ROLLOUTS.get(self._key())
         if rollout is not None:
             rollout.abort.set()
         self.unwatch()
@@ -351,7 +323,7 @@ class Deployment:
             LocalRouter.attach(row["admin"]).stop()
         if rollout is not None and rollout.thread is not None:
             rollout.thread.join(timeout=30)
-        _ROLLOUTS.pop(self._key(), None)
+        ROLLOUTS.pop(self._key(), None)
         ws = self._ws
 
         def write(con: duckdb.DuckDBPyConnection) -> None:
@@ -385,30 +357,6 @@ def _check_replicas(replicas: object) -> int:
     return replicas
 
 
-def _state_dir(ws: Workspace, name: str) -> Path:
-    return Path(ws.deploy_root) / name
-
-
-def _spec(ws: Workspace, v: ModelVersion, state_dir: Path) -> Path:
-    spec = ServeSpec.of(v, spool=str(ws.spool_root), flush_seconds=2.0)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    return spec.write(state_dir / f"spec-v{spec.version}.json")
-
-
-def _new_revision(dep: Deployment, version: int, strategy: str, status: str) -> int:
-    ws = dep._ws
-
-    def write(con: duckdb.DuckDBPyConnection) -> int:
-        row = con.execute("SELECT coalesce(max(revision), 0) + 1 FROM revisions WHERE deployment = ?",
-                          [dep.name]).fetchone()  # fmt: skip
-        revision = int(row[0]) if row else 1
-        con.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-                    [dep.name, revision, version, strategy, status, ws.now(), ws.actor()])  # fmt: skip
-        return revision
-
-    return ws._store.write(write)
-
-
 def deploy(
     v: ModelVersion, *, target: str = "local", replicas: int = 1, strategy: Strategy | None = None,
     name: str | None = None, timeout: float = 120.0,
@@ -432,7 +380,7 @@ def deploy(
         raise InvalidArgument(
             f"deployment {dep.name!r} serves model {exists[1]!r}, not {v.model!r}"
         )
-    running = _ROLLOUTS.get(dep._key())
+    running = ROLLOUTS.get(dep._key())
     if running and running.phase not in ("done", "rolled_back", "failed"):
         raise DeploymentError(
             f"a {running.strategy} rollout of {dep.name} is in progress; wait(), promote() or "
@@ -443,313 +391,19 @@ def deploy(
             raise InvalidArgument(
                 "an A/B test needs a running deployment; deploy one version first"
             )
-        return _create(dep, v, replicas, timeout)
+        return create(dep, v, replicas, timeout)
     if not dep._router().alive():
         raise DeploymentError(
             f"deployment {dep.name!r} is stale (its router process is gone): "
             f"ws.deployment({dep.name!r}).delete(), then deploy again"
         )
     if isinstance(strategy, ABTest):
-        return _ab_test(dep, strategy, replicas, timeout)
+        return ab_test(dep, strategy, replicas, timeout)
     if isinstance(strategy, Canary):
-        return _start_canary(dep, v, strategy, replicas, timeout)
-    rev = _switch(dep, v, strategy, None, replicas, timeout=timeout)
-    _record_deploy(dep, number, rev, describe(strategy))
+        return start_canary(dep, v, strategy, replicas, timeout)
+    rev = switch(dep, v, strategy, None, replicas, timeout=timeout)
+    record_deploy(dep, number, rev, describe(strategy))
     return dep
-
-
-def _create(dep: Deployment, v: ModelVersion, replicas: int, timeout: float) -> Deployment:
-    ws = dep._ws
-    state_dir = _state_dir(ws, dep.name)
-    spec = _spec(ws, v, state_dir)
-    router = LocalRouter.start(state_dir)
-    try:
-        entry = _entry(0, v.number, spec, replicas, 100)
-        config: dict[str, Any] = {"model": v.model, "routing": {"mode": "weighted"},
-                                  "revisions": [entry]}  # fmt: skip
-        now = ws.now()
-
-        def write(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("DELETE FROM deployments WHERE name = ?", [dep.name])
-            con.execute(
-                "INSERT INTO deployments VALUES (?, ?, 'local', ?, ?, ?, ?, 'active', ?, ?, ?)",
-                [dep.name, v.model, router.endpoint, router.pid, json.dumps(router.admin()),
-                 replicas, json.dumps(config), now, now],
-            )  # fmt: skip
-
-        ws._store.write(write)
-        revision = _new_revision(dep, v.number, "create", "active")
-        entry["revision"] = revision
-        dep._configure(config)
-        router.wait_ready(revision, replicas, timeout)
-    except BaseException:
-        router.stop()
-
-        def failed(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("UPDATE deployments SET status = 'deleted' WHERE name = ?", [dep.name])
-            con.execute(
-                "UPDATE revisions SET status = 'failed' WHERE deployment = ? AND status = 'active'",
-                [dep.name],
-            )
-
-        ws._store.write(failed)
-        raise
-    _record_deploy(dep, v.number, revision, "create")
-    return dep
-
-
-def _record_deploy(dep: Deployment, version: int, revision: int, strategy: str) -> None:
-    ws = dep._ws
-    ws._store.write(lambda con: ws._audit(
-        con, "deploy", dep.model, version, None, f"r{revision}", None,
-        {"deployment": dep.name, "strategy": strategy}))  # fmt: skip
-    ws._emit("deployed", dep.model, version,
-             {"deployment": dep.name, "revision": revision, "strategy": strategy})  # fmt: skip
-
-
-def _switch(
-    dep: Deployment, v: ModelVersion, strategy: Rolling | BlueGreen, note: str | None,
-    replicas: int, timeout: float = 120.0,
-) -> int:  # fmt: skip
-    """Replace every serving revision with a new revision of ``v`` (rolling or blue-green)."""
-    ws = dep._ws
-    router = dep._router()
-    spec = _spec(ws, v, _state_dir(ws, dep.name))
-    revision = _new_revision(dep, v.number, describe(strategy), "starting")
-    config = dep._row()["config"]
-    old = [e for e in config["revisions"]]
-    try:
-        if isinstance(strategy, Rolling) and len(old) == 1:
-            _rolling(dep, router, config, old[0], _entry(revision, v.number, spec, 0, 0),
-                     replicas, timeout)  # fmt: skip
-        else:
-            new = _entry(revision, v.number, spec, replicas, 0)
-            config["revisions"].append(new)
-            dep._configure(config)
-            router.wait_ready(revision, replicas, timeout)
-            for e in old:
-                e["weight"] = 0
-            new["weight"] = 100
-            dep._configure(config)  # the switch: one assignment in the router
-            config["revisions"] = [new]
-            dep._configure(config, replicas)
-    except BaseException:
-        config["revisions"] = [e for e in config["revisions"] if e["revision"] != revision]
-        for e in config["revisions"]:
-            e["weight"] = e["weight"] or 100
-        dep._configure(config)
-        dep._set_revision_status(revision, "failed")
-        raise
-    for e in old:
-        dep._set_revision_status(e["revision"], "superseded")
-    dep._set_revision_status(revision, "active", note)
-    return revision
-
-
-def _rolling(
-    dep: Deployment, router: LocalRouter, config: dict[str, Any], old: dict[str, Any],
-    new: dict[str, Any], replicas: int, timeout: float,
-) -> None:  # fmt: skip
-    """maxSurge 1, maxUnavailable 0: start one new replica, wait for it, stop one old one."""
-    config["revisions"].append(new)
-    old_count = int(old["replicas"])
-    for k in range(1, replicas + 1):
-        new["replicas"] = k
-        dep._configure(config)
-        router.wait_ready(new["revision"], k, timeout)
-        old_count = max(0, min(old_count, replicas - k))
-        old["replicas"], old["weight"] = old_count, old_count
-        new["weight"] = k
-        if old_count == 0:
-            config["revisions"] = [new]
-            new["weight"] = 100
-        dep._configure(config, replicas)
-
-
-def _ab_test(dep: Deployment, ab: ABTest, replicas: int, timeout: float) -> Deployment:
-    ws = dep._ws
-    router = dep._router()
-    config = dep._row()["config"]
-    by_version = {e["version"]: e for e in config["revisions"]}
-    entries = []
-    for version, weight in ab.weights().items():
-        v = ws.model(dep.model).version(version)
-        entry = by_version.get(v.number)
-        if entry is None:
-            spec = _spec(ws, v, _state_dir(ws, dep.name))
-            revision = _new_revision(dep, v.number, "abtest", "starting")
-            entry = _entry(revision, v.number, spec, replicas, 0)
-        entry["weight"] = weight
-        entries.append(entry)
-    starting = [e for e in entries if e["version"] not in by_version]
-    pending = dict(config)
-    pending["revisions"] = [*config["revisions"], *starting]
-    dep._configure(pending)
-    for e in starting:
-        router.wait_ready(e["revision"], e["replicas"], timeout)
-    config = {"model": dep.model, "routing": {"mode": "ab", "key": ab.key}, "revisions": entries}
-    dep._configure(config)
-    kept = {e["revision"] for e in entries}
-    for e in pending["revisions"]:
-        dep._set_revision_status(e["revision"], "active" if e["revision"] in kept else "superseded")
-    ws._store.write(lambda con: ws._audit(
-        con, "deploy", dep.model, None, None, json.dumps(ab.weights()), None,
-        {"deployment": dep.name, "strategy": "abtest", "key": ab.key}))  # fmt: skip
-    ws._emit("deployed", dep.model, None,
-             {"deployment": dep.name, "strategy": "abtest", "split": ab.weights()})  # fmt: skip
-    return dep
-
-
-def _start_canary(
-    dep: Deployment, v: ModelVersion, canary: Canary, replicas: int, timeout: float
-) -> Deployment:
-    ws = dep._ws
-    router = dep._router()
-    config = dep._row()["config"]
-    stable = [e["revision"] for e in config["revisions"]]
-    spec = _spec(ws, v, _state_dir(ws, dep.name))
-    revision = _new_revision(dep, v.number, "canary", "canary")
-    new = _entry(revision, v.number, spec, replicas, 0)
-    config["revisions"].append(new)
-    try:
-        dep._configure(config)
-        router.wait_ready(revision, replicas, timeout)
-    except BaseException:
-        config["revisions"].remove(new)
-        dep._configure(config)
-        dep._set_revision_status(revision, "failed")
-        raise
-    state = RolloutState("canary", revision, v.number, stable)
-    _ROLLOUTS[dep._key()] = state
-    _record_deploy(dep, v.number, revision, "canary")
-    thread = threading.Thread(target=_run_canary, args=(dep, canary, state, replicas),
-                              name=f"mlops-nb-canary-{dep.name}", daemon=True)  # fmt: skip
-    state.thread = thread
-    _set_weight(dep, state, canary.steps[0])
-    thread.start()
-    return dep
-
-
-def _set_weight(dep: Deployment, state: RolloutState, weight: int) -> None:
-    config = dep._row()["config"]
-    stable = [e for e in config["revisions"] if e["revision"] in state.stable]
-    for e in config["revisions"]:
-        if e["revision"] == state.revision:
-            e["weight"] = weight
-    share = 100 - weight
-    total = sum(max(e["weight"], 1) for e in stable) or 1
-    for e in stable:
-        e["weight"] = round(share * max(e["weight"], 1) / total) if share else 0
-    if weight == 100:
-        config["revisions"] = [e for e in config["revisions"] if e["revision"] == state.revision]
-    dep._configure(config)
-    state.weight = weight
-
-
-def _run_canary(dep: Deployment, canary: Canary, state: RolloutState, replicas: int) -> None:
-    guard = canary.guard
-    try:
-        for index, weight in enumerate(canary.steps):
-            state.step = index
-            if weight != state.weight:
-                _set_weight(dep, state, weight)
-            state.phase = "progressing"
-            state.message = f"{weight}% of traffic on v{state.version}"
-            if weight == 100:
-                break
-            if not _pause_step(dep, canary, guard, state):
-                return
-        dep._set_revision_status(state.revision, "active")
-        for r in state.stable:
-            dep._set_revision_status(r, "superseded")
-        state.phase = "done"
-        state.message = f"v{state.version} takes all traffic"
-    except BaseException as e:  # keep the error for wait(); traffic stays where it was
-        state.error = e
-        state.phase = "failed"
-        state.message = f"{type(e).__name__}: {e}"
-
-
-def _pause_step(dep: Deployment, canary: Canary, guard: Guard | None, state: RolloutState) -> bool:
-    """Wait out one step: True to go on, False when the canary was rolled back."""
-    pause = canary.pause_s
-    interval = guard.interval_s if guard else 0.2
-    started = time.monotonic()
-    failures = 0
-    last = "pass" if guard is None else "inconclusive"
-    while True:
-        if state.abort.is_set():
-            _abort_canary(dep, state, "rolled back by request", None)
-            return False
-        if guard is not None:
-            check = analyse(guard, dep, state.version)
-            last = check.verdict
-            failures = failures + 1 if check.verdict == "fail" else 0
-            decision = "rollback" if failures >= guard.failure_limit else (
-                "hold" if check.verdict != "pass" else "continue")  # fmt: skip
-            dep.record_check(state.revision, state.version, check, decision)
-            if decision == "rollback":
-                _abort_canary(dep, state, "; ".join(check.breaches), check)
-                return False
-        if state.skip.is_set():
-            state.skip.clear()
-            return True
-        elapsed = time.monotonic() - started
-        done = pause is not None and elapsed >= pause
-        if state.paused.is_set() or pause is None:
-            state.phase = "paused"
-        elif done and last == "inconclusive":
-            state.phase = "holding"
-            state.message = "holding: not enough traffic for the guard to decide"
-        elif done:
-            return True
-        state.abort.wait(interval if guard else 0.2)
-
-
-def _abort_canary(dep: Deployment, state: RolloutState, why: str, check: Check | None) -> None:
-    config = dep._row()["config"]
-    config["revisions"] = [e for e in config["revisions"] if e["revision"] != state.revision]
-    for e in config["revisions"]:
-        e["weight"] = e["weight"] or 100
-    dep._configure(config)
-    state.phase = "rolled_back"
-    state.message = f"rolled back: {why}"
-    dep._set_revision_status(state.revision, "rolled_back", why)
-    ws = dep._ws
-    ws._store.write(lambda con: ws._audit(
-        con, "rollback", dep.model, state.version, f"r{state.revision}",
-        ",".join(f"r{r}" for r in state.stable), why, {"deployment": dep.name}))  # fmt: skip
-    ws._emit("rolled_back", dep.model, state.version,
-             {"deployment": dep.name, "revision": state.revision, "reason": why,
-              "evidence": check.evidence if check else None})  # fmt: skip
-
-
-def run_guard(
-    dep: Deployment, guard: Guard, stop: threading.Event, max_checks: int | None = None
-) -> None:
-    """Watch the serving revision; roll back after ``failure_limit`` failed checks."""
-    failures = 0
-    checks = 0
-    while not stop.is_set() and (max_checks is None or checks < max_checks):
-        try:
-            config = dep._row()["config"]
-            serving = [e for e in config["revisions"] if e["weight"] > 0]
-            if not serving:
-                stop.wait(guard.interval_s)
-                continue
-            current = max(serving, key=lambda e: e["revision"])
-            check = analyse(guard, dep, int(current["version"]))
-            failures = failures + 1 if check.verdict == "fail" else 0
-            decision = "rollback" if failures >= guard.failure_limit else (
-                "hold" if check.verdict == "inconclusive" else "continue")  # fmt: skip
-            dep.record_check(int(current["revision"]), int(current["version"]), check, decision)
-            checks += 1
-            if decision == "rollback":
-                dep.rollback(reason="guard: " + "; ".join(check.breaches))
-                failures = 0
-        except DeploymentError:
-            return
-        stop.wait(guard.interval_s)
 
 
 def deployments(ws: Workspace) -> pd.DataFrame:
@@ -766,7 +420,3 @@ def deployments(ws: Workspace) -> pd.DataFrame:
         states.append("deleted" if rec["status"] == "deleted" else
                       Deployment(ws, rec["name"]).status()["state"])  # fmt: skip
     return rows.drop(columns=["config", "status"]).assign(versions=versions, state=states)
-
-
-def temp_root(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))

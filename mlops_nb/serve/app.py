@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import tempfile
@@ -92,6 +93,13 @@ class ModelServer:
         self.inflight = Gauge("mlops_inflight_requests", "Requests in progress", labels,
                               registry=self.registry)  # fmt: skip
         self._labels = (spec.model, str(spec.version))
+        # Label lookups cost a lock and a dict per call: bind the children once.
+        self._inflight = self.inflight.labels(*self._labels)
+        self._latency = self.latency.labels(*self._labels)
+        self._batch_sizes = self.batch_sizes.labels(*self._labels)
+        self._requests = {
+            code: self.requests.labels(*self._labels, code) for code in ("200", "400", "500", "503")
+        }
         self.payload_log = (
             PayloadLog(spec.spool, spec.model, spec.version, flush_rows=spec.flush_rows,
                        flush_seconds=spec.flush_seconds, max_rows=spec.max_buffer_rows,
@@ -100,9 +108,14 @@ class ModelServer:
         )  # fmt: skip
         self.batcher: Batcher[Batch, Outcome] | None = (
             Batcher(self.predict, lambda b: b.rows, max_rows=spec.max_batch,
-                    on_batch=lambda n: self.batch_sizes.labels(*self._labels).observe(n))
+                    on_batch=lambda n: self._batch_sizes.observe(n))
             if spec.batching else None
         )  # fmt: skip
+        # Prediction ids: a random prefix per process and a counter, unique across
+        # replicas and restarts, and cheaper than a uuid4 per request.
+        self._id_prefix = uuid.uuid4().hex[:16] + "-"
+        self._id_counter = itertools.count()
+        self._proba_decides = False
         names = [i["name"] for i in (spec.signature or {}).get("inputs", [])]
         one_tensor = len(names) == 1 and len((spec.signature or {})["inputs"][0]["shape"]) > 1
         self._frame_columns = names if names and not one_tensor else None
@@ -120,6 +133,7 @@ class ModelServer:
                 raise TypeError(f"{type(self.model).__name__} has no predict() and is not callable")
             # Objects alive now live as long as the server: keep them out of full GC passes,
             # whose pauses were the p99 spikes.
+            self._proba_decides = _argmax_is_predict(self.model)
             gc.collect()
             gc.freeze()
             self.ready = True
@@ -147,6 +161,11 @@ class ModelServer:
             }
         X = self._input(columns)
         model = self.model
+        if self._proba_decides:
+            # One pass: for these estimators predict() is the class of highest probability.
+            proba = np.asarray(model.predict_proba(X))
+            prediction = np.asarray(model.classes_)[proba.argmax(axis=1)]
+            return self._split(batches, prediction, proba.max(axis=1))
         raw = model.predict(X) if hasattr(model, "predict") else model(X)
         prediction = np.asarray(raw)
         rows = sum(b.rows for b in batches)
@@ -167,6 +186,14 @@ class ModelServer:
                 raise ValueError(
                     f"predict_proba returned {confidence.shape[0]} rows for {rows} rows"
                 )
+        return self._split(batches, prediction, confidence)
+
+    def _split(
+        self,
+        batches: list[Batch],
+        prediction: np.ndarray[Any, Any],
+        confidence: np.ndarray[Any, Any] | None,
+    ) -> list[Outcome]:
         outcomes = []
         start = 0
         for b in batches:
@@ -192,7 +219,7 @@ class ModelServer:
     async def infer(self, request: Request) -> Response:
         start = time.perf_counter()
         code = 200
-        self.inflight.labels(*self._labels).inc()
+        self._inflight.inc()
         try:
             self._check_name(request)
             if not self.ready:
@@ -208,7 +235,7 @@ class ModelServer:
                 if self.batcher is not None:
                     outcome = await self.batcher(batch)
                 else:
-                    self.batch_sizes.labels(*self._labels).observe(batch.rows)
+                    self._batch_sizes.observe(batch.rows)
                     outcome = run_inline(self.predict, batch)
             except Exception as e:
                 code = 500
@@ -239,9 +266,12 @@ class ModelServer:
             log.exception("infer failed")
             return _error(500, f"server error {type(e).__name__}: {e}")
         finally:
-            self.inflight.labels(*self._labels).dec()
-            self.requests.labels(*self._labels, str(code)).inc()
-            self.latency.labels(*self._labels).observe(time.perf_counter() - start)
+            self._inflight.dec()
+            counter = self._requests.get(str(code))
+            if counter is None:
+                counter = self._requests[str(code)] = self.requests.labels(*self._labels, str(code))
+            counter.inc()
+            self._latency.observe(time.perf_counter() - start)
 
     async def _body(self, request: Request) -> bytes:
         """The body, refused as soon as it is known to be over the limit (chunked too)."""
@@ -263,30 +293,28 @@ class ModelServer:
     ) -> list[str]:
         # Prediction ids are always generated, so they stay unique even when clients reuse
         # request ids; the response echoes the request id separately.
-        base = uuid.uuid4().hex
+        base = f"{self._id_prefix}{next(self._id_counter):x}"
         ids = [base] if batch.rows == 1 else [f"{base}-{i}" for i in range(batch.rows)]
         if self.payload_log is None:
             return ids
         rows = batch.rows
-        if outcome is None:
-            prediction: np.ndarray[Any, Any] = np.full(rows, None, dtype=object)
-            confidence: np.ndarray[Any, Any] = np.full(rows, np.nan)
-        else:
+        prediction: np.ndarray[Any, Any] | None = None
+        confidence: np.ndarray[Any, Any] | float = np.nan
+        if outcome is not None:
             prediction = outcome.prediction
             if prediction.ndim > 1:
                 prediction = prediction.reshape(rows, -1)[:, 0]
-            confidence = (
-                outcome.confidence if outcome.confidence is not None else np.full(rows, np.nan)
-            )
+            if outcome.confidence is not None:
+                confidence = outcome.confidence
         chunk: dict[str, Any] = {
-            "id": np.asarray(ids, dtype=object),
-            "timestamp": np.full(rows, np.datetime64(time.time_ns() // 1000, "us")),
+            "id": ids,
+            "timestamp": np.datetime64(time.time_ns() // 1000, "us"),
             "prediction": prediction,
             "confidence": confidence,
-            "latency_ms": np.full(rows, latency_ms),
+            "latency_ms": latency_ms,
         }
         if error is not None:
-            chunk["error"] = np.full(rows, error, dtype=object)
+            chunk["error"] = error
         for name, values in batch.columns.items():
             if values.ndim == 2:
                 for k in range(values.shape[1]):
@@ -342,6 +370,27 @@ class ModelServer:
             self.batcher.close()
         if self.payload_log is not None:
             self.payload_log.close()
+
+
+# scikit-learn classifiers whose predict() is the argmax of predict_proba() (or of a
+# decision function that predict_proba maps monotonically), so one call gives both.
+# SVC(probability=True) is the classic exception and is not listed.
+_ARGMAX_CLASSIFIERS = {
+    "LogisticRegression", "RandomForestClassifier", "ExtraTreesClassifier",
+    "DecisionTreeClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier",
+    "KNeighborsClassifier", "GaussianNB", "MultinomialNB", "BernoulliNB", "MLPClassifier",
+}  # fmt: skip
+
+
+def _argmax_is_predict(model: Any) -> bool:
+    steps = getattr(model, "steps", None)
+    final = steps[-1][1] if isinstance(steps, list) and steps else model
+    return (
+        type(final).__module__.startswith("sklearn.")
+        and type(final).__name__ in _ARGMAX_CLASSIFIERS
+        and hasattr(model, "predict_proba")
+        and hasattr(model, "classes_")
+    )
 
 
 def _output_types(signature: dict[str, Any] | None) -> dict[str, pa.DataType]:

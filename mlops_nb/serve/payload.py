@@ -108,7 +108,15 @@ def _table(chunks: list[dict[str, Any]], types: dict[str, pa.DataType]) -> pa.Ta
         parts = []
         for chunk in chunks:
             n = len(chunk["id"])
-            parts.append(chunk[name] if name in chunk else np.full(n, None, dtype=object))
+            value = chunk.get(name)
+            if value is None:
+                parts.append(np.full(n, None, dtype=object))
+            elif np.ndim(value) == 0:
+                # Per-request values (timestamp, latency, error) are kept as scalars on the
+                # request path and broadcast here, off it.
+                parts.append(np.full(n, value, dtype=object if isinstance(value, str) else None))
+            else:
+                parts.append(np.asarray(value, dtype=object) if isinstance(value, list) else value)
         values = np.concatenate(parts)
         if name == "timestamp":
             columns[name] = pa.array(
