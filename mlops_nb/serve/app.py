@@ -116,6 +116,7 @@ class ModelServer:
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
         self._id_counter = itertools.count()
         self._proba_decides = False
+        self._active = 0  # requests inside infer(), read on the event loop only
         names = [i["name"] for i in (spec.signature or {}).get("inputs", [])]
         one_tensor = len(names) == 1 and len((spec.signature or {})["inputs"][0]["shape"]) > 1
         self._frame_columns = names if names and not one_tensor else None
@@ -220,6 +221,7 @@ class ModelServer:
         start = time.perf_counter()
         code = 200
         self._inflight.inc()
+        self._active += 1
         try:
             self._check_name(request)
             if not self.ready:
@@ -233,7 +235,15 @@ class ModelServer:
             batch = decode(body, self.spec.signature)
             try:
                 if self.batcher is not None:
-                    outcome = await self.batcher(batch)
+                    # One turn of the loop lets requests that arrived together start, so
+                    # a lone request is seen alone and predicted inline (no thread
+                    # hand-off), while concurrent ones share a batch.
+                    await asyncio.sleep(0)
+                    if self._active == 1 and not self.batcher.busy:
+                        self._batch_sizes.observe(batch.rows)
+                        outcome = run_inline(self.predict, batch)
+                    else:
+                        outcome = await self.batcher(batch)
                 else:
                     self._batch_sizes.observe(batch.rows)
                     outcome = run_inline(self.predict, batch)
@@ -267,6 +277,7 @@ class ModelServer:
             return _error(500, f"server error {type(e).__name__}: {e}")
         finally:
             self._inflight.dec()
+            self._active -= 1
             counter = self._requests.get(str(code))
             if counter is None:
                 counter = self._requests[str(code)] = self.requests.labels(*self._labels, str(code))

@@ -1,6 +1,8 @@
 """Adaptive micro-batching: never wait for company, but share a predict when it is busy.
 
-A request that finds the model idle is predicted at once. Requests that arrive while a
+A request that finds the model idle and no other request in flight is predicted at once,
+on the event loop (the server decides, see ``ModelServer.infer``): no thread hand-off for a
+lone request. Otherwise requests go through the batcher: those that arrive while a
 predict is running queue up, and the next predict takes all of them (up to ``max_rows``)
 as one vectorized call. Under no load nothing waits; under load the batch grows with the
 queue. A batch that fails is retried request by request, so one bad request cannot fail
@@ -39,6 +41,11 @@ class Batcher(Generic[In, Out]):
         # The loop keeps only a weak reference to a task: hold the draining one.
         self._drainer: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-predict")
+
+    @property
+    def busy(self) -> bool:
+        """A predict is running or requests are queued for one."""
+        return self._busy or bool(self._queue)
 
     async def __call__(self, item: In) -> Out:
         loop = asyncio.get_running_loop()
