@@ -319,7 +319,7 @@ class ModelServer:
                 confidence = outcome.confidence
         chunk: dict[str, Any] = {
             "id": ids,
-            "timestamp": np.datetime64(time.time_ns() // 1000, "us"),
+            "timestamp": time.time_ns() // 1000,  # microseconds since the epoch, UTC
             "prediction": prediction,
             "confidence": confidence,
             "latency_ms": latency_ms,

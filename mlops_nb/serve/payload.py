@@ -99,36 +99,46 @@ class PayloadLog:
         self.flush()
 
 
+# The spool format's own columns keep their types even in a flush where all are missing.
+_FIXED_TYPES = {
+    "id": pa.string(),
+    "confidence": pa.float64(),
+    "latency_ms": pa.float64(),
+    "error": pa.string(),
+}
+
+
 def _table(chunks: list[dict[str, Any]], types: dict[str, pa.DataType]) -> pa.Table:
+    """One Arrow table from many small chunks, built from flat Python lists.
+
+    Requests are mostly a row or a few: per-chunk numpy calls would cost more than the
+    rows themselves, so each column is gathered into one list and converted by Arrow in a
+    single call. Per-request scalars (timestamp, latency, error) are broadcast here, off
+    the request path. NaN becomes null (a missing confidence is missing, not a number).
+    """
     names: list[str] = []
     for chunk in chunks:
         names.extend(n for n in chunk if n not in names)
+    counts = [len(chunk["id"]) for chunk in chunks]
     columns = {}
     for name in names:
-        parts = []
-        for chunk in chunks:
-            n = len(chunk["id"])
+        flat: list[Any] = []
+        for chunk, n in zip(chunks, counts, strict=True):
             value = chunk.get(name)
-            if value is None:
-                parts.append(np.full(n, None, dtype=object))
-            elif np.ndim(value) == 0:
-                # Per-request values (timestamp, latency, error) are kept as scalars on the
-                # request path and broadcast here, off it.
-                parts.append(np.full(n, value, dtype=object if isinstance(value, str) else None))
+            if isinstance(value, list):
+                flat.extend(value)
+            elif isinstance(value, np.ndarray):
+                flat.extend(value.tolist())
             else:
-                parts.append(np.asarray(value, dtype=object) if isinstance(value, list) else value)
-        values = np.concatenate(parts)
+                flat.extend([value] * n)
         if name == "timestamp":
-            columns[name] = pa.array(
-                values.astype("datetime64[us]"), type=pa.timestamp("us", tz="UTC")
-            )
-        elif values.dtype == object:
-            arr = pa.array(values, from_pandas=True)
-            if pa.types.is_null(arr.type):
-                arr = arr.cast(types.get(name, pa.string()))
-            elif name in types and arr.type != types[name]:
-                arr = arr.cast(types[name])
-            columns[name] = arr
-        else:
-            columns[name] = pa.array(values)
+            columns[name] = pa.array(flat, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+            continue
+        arr = pa.array(flat, from_pandas=True)
+        want = types.get(name, _FIXED_TYPES.get(name))
+        if pa.types.is_null(arr.type):
+            arr = arr.cast(want or pa.string())
+        elif want is not None and arr.type != want:
+            arr = arr.cast(want)
+        columns[name] = arr
     return pa.table(columns)
