@@ -579,18 +579,12 @@ def _check_alias(alias: object) -> str:
     name = alias[1:] if isinstance(alias, str) and alias.startswith("@") else alias
     query.check_name(name, "alias")
     assert isinstance(name, str)
-    if name in _RESERVED_ALIASES or name.isdigit() or validation_is_semver(name):
+    if name in _RESERVED_ALIASES or name.isdigit() or validation.is_semver(name):
         raise InvalidArgument(
             f"alias {name!r} would be read as a version reference; choose a word such as "
             "'champion' or 'challenger'"
         )
     return name
-
-
-def validation_is_semver(text: str) -> bool:
-    import semver
-
-    return bool(semver.Version.is_valid(text))
 
 
 def _frame(data: Any, what: str) -> pd.DataFrame:

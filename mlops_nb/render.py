@@ -33,12 +33,12 @@ def stage_badge(stage: str) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list | tuple | np.ndarray):
         return escape(", ".join(str(v) for v in value))
-    if value is None or (isinstance(value, float) and value != value):
-        return ""
     if hasattr(value, "strftime"):
         return escape(value.strftime("%Y-%m-%d %H:%M:%S"))
     return escape(str(value))

@@ -27,7 +27,7 @@ def v2_datatype(dtype: Any) -> str:
         # pandas extension dtypes (string, category, nullable ints) have no numpy twin.
         name = str(dtype).lower()
         if name.startswith(("int", "uint")):
-            return name.upper().replace("UINT", "UINT")
+            return name.upper()
         if name.startswith("float"):
             return "FP" + name[5:]
         if name == "boolean":

@@ -78,6 +78,11 @@ def tags(value: object) -> list[str]:
     return sorted(set(items))
 
 
+def is_semver(text: str) -> bool:
+    """Whether ``text`` reads as a semantic version (and so as a version reference)."""
+    return bool(semver.Version.is_valid(text))
+
+
 def label(value: object) -> str | None:
     """A semantic-version label, validated.
 
@@ -86,7 +91,7 @@ def label(value: object) -> str | None:
     """
     if value is None:
         return None
-    if not isinstance(value, str) or not semver.Version.is_valid(value):
+    if not isinstance(value, str) or not is_semver(value):
         raise InvalidArgument(
             f"label {value!r} is not a semantic version; use MAJOR.MINOR.PATCH such as '1.2.0'"
         )

@@ -141,15 +141,9 @@ class LocalRouter:
         return None
 
     def _why_not_ready(self, revision: int, state: dict[str, Any]) -> str:
-        for rev in state.get("revisions", []):
-            if rev["revision"] != revision:
-                continue
-            for rep in rev["replicas"]:
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    r = httpx.get(f"http://127.0.0.1:{rep['port']}/v2/health/ready", timeout=1.0)
-                    error = r.json().get("error")
-                    if error:
-                        return f"the model server says: {error}"
+        error = self._load_error(revision, state)
+        if error:
+            return f"the model server says: {error}"
         logs = sorted(self.state_dir.glob(f"replica-r{revision}-*.log"))
         tail = logs[-1].read_text(errors="replace")[-600:] if logs else "(no replica log)"
         return f"replica log {logs[-1] if logs else ''}: {tail}"

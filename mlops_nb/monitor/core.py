@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .. import query
 from ..errors import InvalidArgument, VersionNotFound
@@ -331,24 +332,31 @@ class Monitor:
             version, _schema, digest = logstore.spool_segment(f, self.model)
             checked.append((f, version, digest))
 
-        def versions(con: duckdb.DuckDBPyConnection) -> None:
+        def known(con: duckdb.DuckDBPyConnection) -> set[str]:
             for f, v, _ in checked:
                 try:
                     self._version(con, v)
                 except VersionNotFound as e:
                     raise InvalidArgument(f"{f}: {e}") from e
+            rows = con.execute(
+                "SELECT content_key FROM log_files WHERE model = ?", [self.model]
+            ).fetchall()
+            return {r[0] for r in rows}
 
-        self._ws._store.read(versions)
-        segments = [
-            logstore.copy_in(self._ws.logs_root, f, self.model, v, d) for f, v, d in checked
-        ]
-        added = {s.path for s in self._catalog(segments, "spool")}
+        seen = self._ws._store.read(known)
+        # Files ingested before are neither copied nor catalogued again.
+        fresh = [(f, v, d) for f, v, d in checked if f"sha256:{d}" not in seen]
+        segments = [logstore.copy_in(self._ws.logs_root, f, self.model, v, d) for f, v, d in fresh]
+        added = {s.content_key for s in self._catalog(segments, "spool")}
+        rows = {s.content_key: s.rows for s in segments}
         return pd.DataFrame(
             {
                 "file": [str(f) for f, _, _ in checked],
                 "version": [v for _, v, _ in checked],
-                "rows": [s.rows for s in segments],
-                "added": [s.path in added for s in segments],
+                "rows": [
+                    rows.get(f"sha256:{d}") or pq.read_metadata(f).num_rows for f, _, d in checked
+                ],
+                "added": [f"sha256:{d}" in added for _, _, d in checked],
             }
         )
 

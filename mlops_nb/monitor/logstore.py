@@ -72,8 +72,9 @@ def write(root: Path, model: str, version: int, table: pa.Table) -> list[Segment
     micros = table.column("timestamp").cast(pa.int64()).to_numpy()
     days = micros // 86_400_000_000
     segments = []
-    for day in np.unique(days):
-        part = table if len(np.unique(days)) == 1 else table.filter(pa.array(days == day))
+    unique_days = np.unique(days)
+    for day in unique_days:
+        part = table if len(unique_days) == 1 else table.filter(pa.array(days == day))
         stamp = np.datetime64(int(day), "D").astype(str)
         folder = partition(root, model, version, stamp)
         folder.mkdir(parents=True, exist_ok=True)

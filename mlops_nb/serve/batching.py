@@ -81,11 +81,11 @@ class Batcher(Generic[In, Out]):
                     for (_, fut), out in zip(taken, outputs, strict=True):
                         if not fut.done():
                             fut.set_result(out)
-                except Exception:
+                except Exception as batch_error:
                     if len(taken) == 1:
                         _, fut = taken[0]
                         if not fut.done():
-                            fut.set_exception(_current_exception())
+                            fut.set_exception(batch_error)
                         continue
                     for item, fut in taken:
                         try:
@@ -100,14 +100,6 @@ class Batcher(Generic[In, Out]):
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-
-
-def _current_exception() -> BaseException:
-    import sys
-
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    return exc
 
 
 def run_inline(run: Callable[[list[Any]], list[Any]], item: Any) -> Any:

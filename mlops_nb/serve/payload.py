@@ -1,6 +1,7 @@
 """Payload logging: request/response pairs buffered in memory, flushed as Parquet spool files.
 
-``add`` only appends arrays to a list under a lock; a background thread turns the buffer
+``add`` only appends one request's chunk (column name -> array, list, or a per-request
+scalar) to a list under a lock; a background thread turns the buffer
 into one Arrow table and writes it (see :mod:`mlops_nb.monitor.logstore` for the layout)
 when ``flush_rows`` rows are waiting or every ``flush_seconds``. When the buffer holds
 ``max_rows`` rows (the spool is slow or broken) new payloads are dropped and counted: a

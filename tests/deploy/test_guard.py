@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -111,4 +110,3 @@ def test_headless_guard_and_serve_commands(dws, versions, iris, tmp_path) -> Non
         server.communicate(timeout=30)
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why.
     assert server.returncode in (0, -signal.SIGTERM)
-    assert shutil.which(CLI) is not None
