@@ -18,7 +18,8 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     │   └── DuplicateLabel
     ├── PromotionRefused             (+ PermissionError)
     ├── DeploymentError              (a deployment cannot start, change or be reached)
-    │   └── DeploymentNotFound       (+ LookupError)
+    │   ├── DeploymentNotFound       (+ LookupError)
+    │   └── DeploymentConflict       another writer changed the deployment first
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
@@ -34,6 +35,7 @@ __all__ = [
     "AliasNotFound",
     "ArtifactError",
     "ArtifactMissing",
+    "DeploymentConflict",
     "DeploymentError",
     "DeploymentNotFound",
     "DuplicateLabel",
@@ -121,6 +123,10 @@ class DeploymentError(MlopsError):
 
 class DeploymentNotFound(DeploymentError, LookupError):
     """No deployment of that name in the workspace."""
+
+
+class DeploymentConflict(DeploymentError):
+    """Another writer changed the deployment (its generation) first; nothing was applied."""
 
 
 class ArtifactError(MlopsError):
