@@ -36,13 +36,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen
 
 PATH = "/v2/models/iris/infer"
-BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64",
-                               "data": [5.1, 3.5, 1.4, 0.2]}]}).encode()  # fmt: skip
+COLUMNS = ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)")
+# One 1-row V2 tensor per column, as the version's signature names them.
+BODY = json.dumps(
+    {
+        "inputs": [
+            {"name": c, "shape": [1], "datatype": "FP64", "data": [x]}
+            for c, x in zip(COLUMNS, (5.1, 3.5, 1.4, 0.2), strict=True)
+        ]
+    }
+).encode()
 
 
 def log(message: str) -> None:
@@ -52,8 +61,11 @@ def log(message: str) -> None:
 def first_200(v: Any, name: str) -> float:
     t0 = time.perf_counter()
     dep = v.deploy(replicas=1, name=name)
+    deadline = time.monotonic() + 120
     with httpx.Client(timeout=10) as client:
-        while client.post(dep.endpoint + PATH, content=BODY).status_code != 200:
+        while (r := client.post(dep.endpoint + PATH, content=BODY)).status_code != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no 200 within 120 s: {r.status_code} {r.text}")
             time.sleep(0.005)
     elapsed = time.perf_counter() - t0
     dep.delete()
@@ -65,8 +77,20 @@ def stats_count(dep: Any, window: float) -> int:
     return sum(r.requests for r in traffic.revisions)
 
 
-def measure(port: int, c: int, args: argparse.Namespace) -> dict[str, Any]:
-    return loadgen.run(port, PATH, BODY, c, args.warmup, args.duration)
+def cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def measure(port: int, c: int, args: argparse.Namespace, pids: dict[str, int]) -> dict[str, Any]:
+    """One load run; with the CPU seconds each process spent per request (in us), a figure
+    that a busy machine moves much less than requests/s."""
+    before = {k: cpu(p) for k, p in pids.items()}
+    result = loadgen.run(port, PATH, BODY, c, args.warmup, args.duration)
+    total = result["requests"] * (1 + args.warmup / args.duration)  # the warm-up ran too
+    for k, p in pids.items():
+        result[f"{k}_cpu_us"] = (cpu(p) - before[k]) / total * 1e6
+    return result
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
@@ -94,7 +118,9 @@ def main() -> None:
         log("deploy to first 200")
         first = [first_200(v, f"first{i}") for i in range(args.deploys)]
         dep = v.deploy(replicas=1, name="bench")
-        replica = dep.status()["revisions"][0]["replicas"][0]["port"]
+        first_replica = dep.status()["revisions"][0]["replicas"][0]
+        replica = first_replica["port"]
+        pids = {"router": dep._record().admin["pid"], "replica": first_replica["pid"]}
         router = int(dep.endpoint.rsplit(":", 1)[1])
         grid: dict[int, dict[str, list[dict[str, Any]]]] = {}
         exact = True
@@ -102,7 +128,7 @@ def main() -> None:
             for c in (1, 16, 64):
                 order = [("router", router), ("direct", replica)]
                 for label, port in order if repeat % 2 == 0 else order[::-1]:
-                    result = measure(port, c, args)
+                    result = measure(port, c, args, pids)
                     if label == "router":
                         counted = stats_count(dep, args.duration + args.warmup + 5)
                         # wrk's count excludes the warm-up run; the router counted both.
@@ -114,7 +140,7 @@ def main() -> None:
         two: dict[int, list[dict[str, Any]]] = {}
         for _ in range(args.repeats):
             for c in (16, 64):
-                two.setdefault(c, []).append(measure(router, c, args))
+                two.setdefault(c, []).append(measure(router, c, args, {}))
         dep.delete()
         ws.close()
     overhead = {}
@@ -128,6 +154,8 @@ def main() -> None:
             "added_p50_ms": round(median(by["router"], "p50_ms") - median(by["direct"], "p50_ms"), 3),
             "router_p99_ms": median(by["router"], "p99_ms"),
             "direct_p99_ms": median(by["direct"], "p99_ms"),
+            "router_cpu_us_per_request": median(by["router"], "router_cpu_us"),
+            "replica_cpu_us_per_request": median(by["router"], "replica_cpu_us"),
         }  # fmt: skip
     c1 = overhead["c1"]
     print(json.dumps({

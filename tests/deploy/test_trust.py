@@ -418,3 +418,49 @@ def test_a_router_whose_workspace_is_gone_stops(tmp_path, versions) -> None:
         p.unlink()
     _, alive = psutil.wait_procs(procs, timeout=60)
     assert alive == []
+
+
+@pytest.mark.parametrize(("on_inconclusive", "phase"), [("abort", "aborted"), ("pause", "paused")])
+def test_inconclusive_analysis_holds_until_the_progress_deadline(dws, versions, on_inconclusive,
+                                                                 phase) -> None:  # fmt: skip
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.05, interval="0.3s", min_samples=1000)  # no traffic
+    canary = mnb.Canary(steps=[50, 100], pause="1s", guard=guard, progress_deadline="3s",
+                        on_inconclusive=on_inconclusive)  # fmt: skip
+    versions["other"].deploy(strategy=canary)
+    wait_for(lambda: _phase(dep) in ("holding", phase), 60, "the hold")
+    wait_for(lambda: _phase(dep) == phase, 90, f"the canary to be {phase}")
+    status = dep.status()
+    assert "inconclusive analysis" in status["rollout"]["message"]
+    assert set(dep.checks()["verdict"]) == {"inconclusive"}
+    if phase == "paused":
+        assert status["state"] == "paused" and status["traffic"] == {1: 50.0, 2: 50.0}
+        dep.promote()
+        dep.wait(timeout=60)
+        assert dep.status()["traffic"] == {2: 100.0}
+    else:
+        assert status["traffic"] == {1: 100.0}
+
+
+_STEER = textwrap.dedent(
+    """
+    import sys
+    import mlops_nb as mnb
+    ws = mnb.open(sys.argv[1])
+    dep = ws.deployment("iris")
+    print(dep.status()["rollout"]["phase"])
+    dep.promote()
+    dep.wait(timeout=120)
+    print(dep.status()["traffic"])
+    """
+)
+
+
+def test_a_canary_is_steered_from_another_process(dws, versions) -> None:
+    dep = versions["good"].deploy()
+    versions["other"].deploy(strategy=mnb.Canary(steps=[30], pause=None))
+    wait_for(lambda: _phase(dep) == "paused", 60, "the canary to wait for promote()")
+    out = subprocess.run([sys.executable, "-c", _STEER, dws._store.path], capture_output=True,
+                         text=True, timeout=240)  # fmt: skip
+    assert out.stdout.split("\n")[:2] == ["paused", "{2: 100.0}"], out.stderr
+    assert dep.status()["rollout"]["phase"] == "succeeded"
