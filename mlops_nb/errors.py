@@ -19,6 +19,10 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     ├── PromotionRefused             (+ PermissionError)
     ├── DeploymentError              (a deployment cannot start, change or be reached)
     │   └── DeploymentNotFound       (+ LookupError)
+    ├── PipelineError                (a pipeline cannot be declared, started or exported)
+    │   ├── PipelineSpecError        (+ ValueError; ``line``/``column`` where known)
+    │   ├── PipelineBusy             (another run holds the pipeline, policy 'refuse')
+    │   └── PipelineRunNotFound      (+ LookupError)
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
@@ -46,6 +50,10 @@ __all__ = [
     "ModelNotFound",
     "NotAWorkspace",
     "NotFound",
+    "PipelineBusy",
+    "PipelineError",
+    "PipelineRunNotFound",
+    "PipelineSpecError",
     "PromotionRefused",
     "SchemaTooNew",
     "StorageError",
@@ -121,6 +129,27 @@ class DeploymentError(MlopsError):
 
 class DeploymentNotFound(DeploymentError, LookupError):
     """No deployment of that name in the workspace."""
+
+
+class PipelineError(MlopsError):
+    """A pipeline cannot be declared, started, run or exported."""
+
+
+class PipelineSpecError(PipelineError, ValueError):
+    """A pipeline declaration is invalid; ``line`` and ``column`` (1-based) where known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+class PipelineBusy(PipelineError):
+    """Another run of the pipeline is in progress and its concurrency policy is 'refuse'."""
+
+
+class PipelineRunNotFound(PipelineError, LookupError):
+    """No pipeline run with that id in the workspace."""
 
 
 class ArtifactError(MlopsError):
