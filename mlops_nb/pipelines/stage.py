@@ -125,9 +125,10 @@ class Stage:
         """'python', 'shell', 'notebook' or 'callable'."""
         if self.fn is not None:
             return "callable"
-        if self.notebook is not None or str(self.script).endswith(".ipynb"):
+        file = self.file or ""
+        if self.notebook is not None or file.endswith(".ipynb"):
             return "notebook"
-        return "python" if str(self.script).endswith(".py") else "shell"
+        return "python" if file.endswith(".py") else "shell"
 
     @property
     def file(self) -> str | None:
