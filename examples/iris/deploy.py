@@ -15,8 +15,11 @@ with mnb.open(os.environ["MLOPS_NB_WORKSPACE"], artifacts=os.environ["MLOPS_NB_A
     v = ws.model(os.environ["MODEL_NAME"]).version(number)
     dep = v.deploy(name=f"{v.model}-staging", timeout=180)
     try:
-        reply = httpx.post(f"{dep.endpoint}/v2/models/{v.model}/infer",
-                           json=test.iloc[[0]].to_dict("records"), timeout=30)
+        reply = httpx.post(
+            f"{dep.endpoint}/v2/models/{v.model}/infer",
+            json=test.iloc[[0]].to_dict("records"),
+            timeout=30,
+        )
         reply.raise_for_status()
         prediction = reply.json()["outputs"][0]["data"][0]
         output("prediction", prediction)

@@ -105,13 +105,14 @@ def _template(p: Pipeline, stage: Stage, image: str, code: str, params: Mapping[
         template["inputs"] = {"artifacts": [{"name": d, "path": f"{INPUTS}/{d}", "optional": True}
                                             for d in stage.dependencies]}  # fmt: skip
     if stage.timeout_seconds is not None:
-        template["activeDeadlineSeconds"] = max(1, math.ceil(stage.timeout_seconds))
+        # An IntOrString in Argo; its schema types it as a string.
+        template["activeDeadlineSeconds"] = str(max(1, math.ceil(stage.timeout_seconds)))
     if stage.retry_count:
         conditions = stage.retry_on if not callable(stage.retry_on) else ("error", "timeout")
         strategy: dict[str, Any] = {
             "limit": str(stage.retry_count),
             "retryPolicy": "Always",
-            "backoff": {"duration": f"{stage.retry_backoff:g}s", "factor": 2,
+            "backoff": {"duration": f"{stage.retry_backoff:g}s", "factor": "2",
                         "cap": f"{stage.retry_backoff_max:g}s"},
         }  # fmt: skip
         codes = [c for c in conditions if isinstance(c, int)]
