@@ -58,7 +58,7 @@ class StageRunner:
                 shutil.rmtree(work)
                 shutil.copytree(hit[1], work)
                 self.rec.stage(name, "cached", cache_key=key, outputs=read_values(work),
-                               error=f"cached from run {hit[0]}", started_at=now(),
+                               cached_from=hit[0], started_at=now(),
                                finished_at=now(), duration_s=0.0)  # fmt: skip
                 return "cached"
         self.rec.stage(name, "running", cache_key=key)

@@ -28,12 +28,18 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "notebook":
         import papermill
+        from papermill.exceptions import PapermillExecutionError
 
         params = json.loads(Path(argv[3]).read_text())
-        papermill.execute_notebook(
-            argv[1], argv[2], parameters=params, cwd=str(Path(argv[1]).parent),
-            progress_bar=False, log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr,
-        )  # fmt: skip
+        try:
+            papermill.execute_notebook(
+                argv[1], argv[2], parameters=params, cwd=str(Path(argv[1]).parent),
+                progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
+            )  # fmt: skip
+        except PapermillExecutionError as e:
+            # The cell's own traceback says it all; papermill's frames add nothing.
+            print(f"notebook failed; executed copy in {argv[2]}\n{e}", file=sys.stderr)
+            return 1
         return 0
     print(f"unknown stage kind {argv[0]!r}", file=sys.stderr)
     return 2

@@ -31,7 +31,8 @@ def seconds(value: float | None) -> str:
 
 def stage_line(s: StageStatus) -> str:
     tries = f"{s.attempts} attempt{'s' if s.attempts != 1 else ''}"
-    parts = [s.name, s.status, tries, seconds(s.duration_s), s.error or ""]
+    origin = f"from {s.cached_from}" if s.cached_from else ""
+    parts = [s.name, s.status, tries, seconds(s.duration_s), s.error or "", origin]
     return "  ".join(p for p in parts if p)
 
 

@@ -40,6 +40,7 @@ TABLES = [
         attempts INTEGER NOT NULL,
         exit_code INTEGER,
         cache_key VARCHAR,
+        cached_from VARCHAR,
         outputs JSON,
         error VARCHAR,
         started_at TIMESTAMPTZ,

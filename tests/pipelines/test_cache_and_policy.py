@@ -67,6 +67,7 @@ def test_cache_hits_and_misses(ws: mnb.Workspace, project: Path, cached: mnb.Pip
 
     hit = cached.run(workspace=ws, params={"data": "2026-11"}).wait(240)
     assert statuses(hit) == {"prep": "cached", "train": "cached"} and _ran(project) == []
+    assert hit.status().stages["prep"].cached_from == first.id
     # Earlier outputs come with the hit: values and files.
     assert hit.status().stages["train"].outputs == {"features": "a,b\n1,2\n"}
     assert (Path(hit.status().run_dir) / "prep" / "features.csv").read_text() == "a,b\n1,2\n"

@@ -98,3 +98,25 @@ stages:
     write(project, "typo.yaml", "name: typo\nstages:\n  - {name: a, script: 'true', retires: 2}\n")
     typo = cli.invoke(main, ["pipeline", "run", str(project / "typo.yaml"), "-w", path])
     assert typo.exit_code == 1 and "typo.yaml:3: unknown key 'retires'" in typo.output
+
+
+def test_live_widget_follows_a_running_pipeline(ws: mnb.Workspace, project: Path) -> None:
+    import pytest
+
+    pytest.importorskip("ipywidgets")
+    from .conftest import wait_for
+
+    release = project / "release"
+    p = mnb.Pipeline(name="live", base_dir=project, stages=[
+        mnb.Stage("work", script=f"echo working; while [ ! -e {release} ]; do sleep 0.05; done"),
+    ])  # fmt: skip
+    run = p.run(workspace=ws)
+    wait_for(lambda: run.status().stages["work"].status == "running")
+    box = run.view()
+    graph, picker, pane = box.children
+    assert 'data-status="running"' in graph.value
+    picker.value = "work"
+    wait_for(lambda: pane.value.strip() == "working")
+    release.touch()
+    run.wait(240)
+    wait_for(lambda: 'data-status="succeeded"' in graph.value)
