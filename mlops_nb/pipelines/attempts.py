@@ -61,36 +61,36 @@ class StageRunner:
                                cached_from=hit[0], started_at=now(),
                                finished_at=now(), duration_s=0.0)  # fmt: skip
                 return "cached"
-        self.rec.stage(name, "running", cache_key=key)
         attempt = 0
         while True:
             attempt += 1
-            record = self._attempt(stage, attempt, env)
+            record, result = self._attempt(stage, attempt, env, key)
             if record.verdict == "succeeded":
                 if key is not None:
                     self.cache.save(self.p.name, name, key, self.rec.run_id, work)
-                self._done(name, "succeeded", record)
-                return "succeeded"
-            retry = (record.verdict != "cancelled" and attempt <= stage.retry_count
-                     and stage.should_retry(record))  # fmt: skip
-            if not retry or self.cancel.wait(stage.backoff(attempt)):
-                status = (
-                    "cancelled"
-                    if record.verdict == "cancelled" or self.cancel.is_set()
-                    else "failed"
-                )
-                self._done(name, status, record)
-                return status
+                status = "succeeded"
+            elif (record.verdict != "cancelled" and attempt <= stage.retry_count
+                  and stage.should_retry(record)):  # fmt: skip
+                self.rec.attempt_finished(record, result, None)
+                if not self.cancel.wait(stage.backoff(attempt)):
+                    continue
+                self.rec.stage(name, **self._final("cancelled", record))
+                return "cancelled"
+            else:
+                status = "cancelled" if record.verdict == "cancelled" else "failed"
+            self.rec.attempt_finished(record, result, self._final(status, record))
+            return status
 
-    def _done(self, name: str, status: str, record: Attempt) -> None:
-        self.rec.stage(name, status, exit_code=record.exit_code, error=record.error,
-                       outputs=read_values(self.folder(name)), finished_at=now(),
-                       duration_s=record.duration_s)  # fmt: skip
+    def _final(self, status: str, record: Attempt) -> dict[str, Any]:
+        return {"status": status, "exit_code": record.exit_code, "error": record.error,
+                "outputs": read_values(self.folder(record.stage)), "finished_at": now(),
+                "duration_s": record.duration_s}  # fmt: skip
 
-    def _attempt(self, stage: Stage, n: int, env: dict[str, str]) -> Attempt:
+    def _attempt(self, stage: Stage, n: int, env: dict[str, str],
+                 key: str | None) -> tuple[Attempt, process.ProcessResult | None]:  # fmt: skip
         log = self.run_dir / ".logs" / f"{stage.name}.{n}.log"
         log.write_bytes(b"")
-        self.rec.attempt_started(stage.name, n, str(log))
+        self.rec.attempt_started(stage.name, n, str(log), key)
         try:
             argv = self._argv(stage, n)
             result = process.run(argv, cwd=self.folder(stage.name), env=self._env(stage, n, env),
@@ -99,8 +99,7 @@ class StageRunner:
             why = f"could not start: {type(e).__name__}: {e}"
             with open(log, "a") as f:
                 f.write(traceback.format_exc())
-            self.rec.attempt_finished(stage.name, n, "failed", None, why)
-            return Attempt(stage.name, n, "failed", None, None, str(log), None, None, why)
+            return Attempt(stage.name, n, "failed", None, None, str(log), None, None, why), None
         error: str | None
         if result.timed_out:
             verdict, error = (
@@ -116,9 +115,9 @@ class StageRunner:
         if result.leftovers:
             note = "killed processes it left running"
             error = f"{error}; {note}" if error else note
-        self.rec.attempt_finished(stage.name, n, verdict, result, error)
-        return Attempt(stage.name, n, verdict, result.exit_code, result.duration, str(log),
-                       result.log_bytes, result.truncated, error)  # fmt: skip
+        attempt = Attempt(stage.name, n, verdict, result.exit_code, result.duration, str(log),
+                          result.log_bytes, result.truncated, error)  # fmt: skip
+        return attempt, result
 
     def _argv(self, stage: Stage, n: int) -> list[str]:
         ctx_dir = self.run_dir / ".ctx"

@@ -20,6 +20,7 @@ from ..events import now
 from ..store import Store
 from . import tables
 from .process import ProcessResult
+from .records import Attempt
 
 HOST = socket.gethostname()
 
@@ -75,6 +76,11 @@ class Recorder:
                  os.getpid(), row["actor"], now(),
                  now() if status == "skipped" else None, 0.0 if status == "skipped" else None],
             )  # fmt: skip
+            con.executemany(
+                "INSERT INTO pipeline_stages (run_id, stage, status, attempts) VALUES (?, ?, ?, 0)",
+                [[self.run_id, node["name"], "skipped" if status == "skipped" else "pending"]
+                 for node in row["graph"]],
+            )  # fmt: skip
             return status
 
         return self.store.write(write)
@@ -97,61 +103,49 @@ class Recorder:
 
         return self.store.write(write)
 
-    def stage(self, stage: str, status: str, **values: Any) -> None:
-        cols = {"status": status, **values}
+    def _set(self, con: duckdb.DuckDBPyConnection, stage: str, cols: dict[str, Any]) -> None:
         if "outputs" in cols:
-            cols["outputs"] = json.dumps(cols["outputs"])
+            cols = {**cols, "outputs": json.dumps(cols["outputs"])}
         names = list(cols)
+        sets = ", ".join(f"{n} = ?" for n in names)
+        con.execute(f"UPDATE pipeline_stages SET {sets} WHERE run_id = ? AND stage = ?",
+                    [*(cols[n] for n in names), self.run_id, stage])  # fmt: skip
 
-        def write(con: duckdb.DuckDBPyConnection) -> None:
-            exists = con.execute(
-                "SELECT 1 FROM pipeline_stages WHERE run_id = ? AND stage = ?", [self.run_id, stage]
-            ).fetchone()
-            if exists is None:
-                con.execute("INSERT INTO pipeline_stages (run_id, stage, status, attempts) "
-                            "VALUES (?, ?, ?, 0)", [self.run_id, stage, status])  # fmt: skip
-            sets = ", ".join(f"{n} = ?" for n in names)
-            con.execute(f"UPDATE pipeline_stages SET {sets} WHERE run_id = ? AND stage = ?",
-                        [*(cols[n] for n in names), self.run_id, stage])  # fmt: skip
+    def stage(self, stage: str, status: str, **values: Any) -> None:
+        self.store.write(lambda con: self._set(con, stage, {"status": status, **values}))
 
-        self.store.write(write)
-
-    def attempt_started(self, stage: str, attempt: int, log_path: str) -> None:
+    def attempt_started(
+        self, stage: str, attempt: int, log_path: str, cache_key: str | None
+    ) -> None:
         def write(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(
                 "INSERT INTO pipeline_attempts (run_id, stage, attempt, verdict, started_at, "
                 "log_path) VALUES (?, ?, ?, 'running', ?, ?)",
                 [self.run_id, stage, attempt, now(), log_path],
             )
-            con.execute("UPDATE pipeline_stages SET attempts = ?, status = 'running', "
+            con.execute("UPDATE pipeline_stages SET attempts = ?, status = 'running', cache_key = ?, "
                         "started_at = coalesce(started_at, ?) WHERE run_id = ? AND stage = ?",
-                        [attempt, now(), self.run_id, stage])  # fmt: skip
+                        [attempt, cache_key, now(), self.run_id, stage])  # fmt: skip
 
         self.store.write(write)
 
-    def attempt_finished(self, stage: str, attempt: int, verdict: str, result: ProcessResult | None,
-                         error: str | None) -> None:  # fmt: skip
-        r = result
-        self.store.write(
-            lambda con: con.execute(
+    def attempt_finished(self, attempt: Attempt, result: ProcessResult | None,
+                         final: dict[str, Any] | None) -> None:  # fmt: skip
+        """The attempt's outcome and, when it is the stage's last, the stage's, together."""
+        a, r = attempt, result
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
                 "UPDATE pipeline_attempts SET verdict = ?, exit_code = ?, finished_at = ?, "
                 "duration_s = ?, log_tail = ?, log_bytes = ?, truncated = ?, error = ? "
                 "WHERE run_id = ? AND stage = ? AND attempt = ?",
-                [
-                    verdict,
-                    r.exit_code if r else None,
-                    now(),
-                    r.duration if r else None,
-                    r.tail if r else None,
-                    r.log_bytes if r else None,
-                    r.truncated if r else None,
-                    error,
-                    self.run_id,
-                    stage,
-                    attempt,
-                ],
-            )
-        )
+                [a.verdict, a.exit_code, now(), a.duration_s, r.tail if r else None, a.log_bytes,
+                 a.truncated, a.error, self.run_id, a.stage, a.attempt],
+            )  # fmt: skip
+            if final is not None:
+                self._set(con, a.stage, final)
+
+        self.store.write(write)
 
     def finish(self, status: str, reason: str | None) -> None:
         self.store.write(

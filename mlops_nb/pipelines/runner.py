@@ -108,8 +108,6 @@ class _Scheduler:
     def _schedule(self) -> None:
         dag = self.p.dag
         pending = list(dag.order)
-        for name in pending:
-            self.rec.stage(name, "pending")
         running: dict[Future[str], str] = {}
         with ThreadPoolExecutor(self.p.max_parallel, thread_name_prefix="mlops-nb-stage") as pool:
             while pending or running:
