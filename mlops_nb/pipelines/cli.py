@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 from typing import Any
 
 import click
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, PipelineError
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _params(values: tuple[str, ...]) -> dict[str, Any]:
@@ -48,7 +54,19 @@ def run_cmd(ctx: click.Context, path: str, params: tuple[str, ...], force: bool,
     with _ws(ctx) as ws:
         run = p.run(workspace=ws, params=_params(params), trigger=trigger, force=force)
         click.echo(f"run {run.id} started", err=True)
-        status = run.wait().status()
+        # Stages run in sessions of their own: a scheduler's SIGTERM or Ctrl-C must stop
+        # them through the run, not leave them orphaned.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            run.wait()
+        except KeyboardInterrupt:
+            click.echo(f"cancelling run {run.id}", err=True)
+            with contextlib.suppress(PipelineError):
+                run.cancel()
+            run.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        status = run.status()
         click.echo(text(status))
     if status.status not in ("succeeded", "skipped"):
         sys.exit(1)

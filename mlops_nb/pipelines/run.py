@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 
 
 class Run:
-    def __init__(self, ws: Workspace, run_id: str, *, thread: threading.Thread | None = None,
+    def __init__(self, ws: Workspace, run_id: str, *, done: threading.Event | None = None,
                  cancel: threading.Event | None = None) -> None:  # fmt: skip
         self.ws, self.id = ws, run_id
-        self._thread, self._cancel = thread, cancel
+        # An Event, not Thread.join: a join interrupted by Ctrl-C can leave the thread
+        # looking finished while it still runs.
+        self._done, self._cancel = done, cancel
 
     def status(self) -> records.RunStatus:
         """The run and its stages as stored now."""
@@ -57,9 +59,8 @@ class Run:
 
     def wait(self, timeout: float | None = None) -> Run:
         """Block until the run finishes (``timeout`` seconds at most); returns the handle."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+        if self._done is not None:
+            if not self._done.wait(timeout):
                 raise PipelineError(f"run {self.id} still running after {timeout:g}s")
             return self
         from .runner import wait_until

@@ -8,7 +8,9 @@ branches go on. Each stage runs in its own folder under the run's folder; see
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -25,6 +27,8 @@ from .run import Run
 if TYPE_CHECKING:
     from ..workspace import Workspace
     from .pipeline import Pipeline
+
+log = logging.getLogger("mlops_nb.pipelines")
 
 OK = ("succeeded", "cached")
 BAD = ("failed", "upstream_failed", "cancelled")
@@ -71,7 +75,7 @@ def start(
     thread = threading.Thread(target=scheduler.main, args=(status == "queued",),
                               name=f"mlops-nb-run-{run_id}")  # fmt: skip
     thread.start()
-    return Run(ws, run_id, thread=thread, cancel=cancel)
+    return Run(ws, run_id, done=scheduler.done, cancel=cancel)
 
 
 class _Scheduler:
@@ -80,6 +84,7 @@ class _Scheduler:
         self.p, self.ws, self.rec, self.cancel = pipeline, ws, recorder, cancel
         self.stages = StageRunner(pipeline, ws, recorder, run_dir, params, force, cancel)
         self.state: dict[str, str] = {}
+        self.done = threading.Event()
 
     def main(self, queued: bool) -> None:
         try:
@@ -97,13 +102,17 @@ class _Scheduler:
             else:
                 verdict, reason = "succeeded", None
             self.rec.finish(verdict, reason)
-        except BaseException as e:
-            self.rec.finish("failed", f"runner error: {type(e).__name__}: {e}")
-            raise
+        except Exception as e:
+            # Recorded where possible; the thread has no caller to raise to.
+            log.exception("pipeline run %s failed in the runner", self.rec.run_id)
+            with contextlib.suppress(Exception):
+                self.rec.finish("failed", f"runner error: {type(e).__name__}: {e}")
         finally:
             from .alerts import send_all
 
-            send_all(self.p, self.ws, self.rec.run_id)
+            with contextlib.suppress(Exception):
+                send_all(self.p, self.ws, self.rec.run_id)
+            self.done.set()
 
     def _schedule(self) -> None:
         dag = self.p.dag

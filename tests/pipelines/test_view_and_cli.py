@@ -120,3 +120,42 @@ def test_live_widget_follows_a_running_pipeline(ws: mnb.Workspace, project: Path
     release.touch()
     run.wait(240)
     wait_for(lambda: 'data-status="succeeded"' in graph.value)
+
+
+def test_sigterm_to_the_command_cancels_the_run_and_its_stages(
+    ws: mnb.Workspace, project: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import gone, wait_for
+
+    ws.close()
+    pid_file = project / "stage.pid"
+    write(
+        project,
+        "long.yaml",
+        f"""\
+name: long
+stages:
+  - {{name: long, script: 'echo $$ > {pid_file}; sleep 1000'}}
+  - {{name: next, script: 'true', dependencies: [long]}}
+""",
+    )
+    cli = subprocess.Popen([sys.executable, "-m", "mlops_nb.cli", "-w", ws.path, "pipeline", "run",
+                            str(project / "long.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # fmt: skip
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=120)
+        cli.send_signal(signal.SIGTERM)
+        out, err = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 1 and "cancelling run" in err
+    assert "long  cancelled" in out and "next  cancelled" in out
+    assert gone(int(pid_file.read_text()))
+    with mnb.open(ws.path) as again:
+        assert again.pipeline_runs()["status"].tolist() == ["cancelled"]
