@@ -15,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 import mlops_nb as mnb
+from mlops_nb.pipelines.alerts import run_message
 from mlops_nb.pipelines.history import notifications
 
 from ..conftest import Receiver, free_port
@@ -97,7 +98,7 @@ def test_slack_payload_and_on_filter(ws: mnb.Workspace, project: Path) -> None:
     finally:
         r.close()
     body = mnb.pipelines.Webhook(url="http://x.example", slack=True).body(
-        mnb.pipelines.alerts.run_message(ws, failed.id)
+        run_message(ws, failed.id)
     )
     assert body["text"].startswith("[mlops-nb] pipeline alerts failed")
     assert (

@@ -11,6 +11,7 @@ import pytest
 
 import mlops_nb as mnb
 from mlops_nb.pipelines import process
+from mlops_nb.pipelines.records import read_tail
 
 from .conftest import gone, write
 
@@ -245,7 +246,7 @@ def test_flooding_stage_keeps_its_log_and_the_tail_in_the_store(
     (a,) = r.attempts("flood")
     assert a.verdict == "succeeded" and a.log_bytes == Path(a.log_path).stat().st_size
     assert r.logs("flood").splitlines()[-1] == "line 199999"
-    tail = mnb.pipelines.records.read_tail(ws._store, r.id, "flood", 1)
+    tail = read_tail(ws._store, r.id, "flood", 1)
     assert tail is not None and len(tail) <= 16 * 1024 and tail.endswith("line 199999\n")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import mlops_nb as mnb
+from mlops_nb.pipelines import spec
 from mlops_nb.pipelines.notify import Email, Webhook
 
 from .conftest import write
@@ -77,20 +78,20 @@ def test_unknown_key_names_key_and_line(guide: Path) -> None:
 def test_unknown_top_level_and_notification_keys(project: Path) -> None:
     write(project, "a.sh", "true\n")
     with pytest.raises(mnb.PipelineSpecError, match=r":2: unknown key 'stagse'"):
-        mnb.pipelines.spec.loads("name: x\nstagse: []\n", "p.yaml", project)
+        spec.loads("name: x\nstagse: []\n", "p.yaml", project)
     text = "stages:\n  - {name: a, script: a.sh}\nnotifications:\n  pager: x\n"
     with pytest.raises(mnb.PipelineSpecError, match=r":4: unknown key 'pager' in notifications"):
-        mnb.pipelines.spec.loads(text, "p.yaml", project)
+        spec.loads(text, "p.yaml", project)
 
 
 def test_malformed_yaml_gives_line_and_column(project: Path) -> None:
     text = "name: x\nstages:\n  - name: a\n    script: [unclosed\n"
     with pytest.raises(mnb.PipelineSpecError, match=r"p.yaml:5:1: malformed YAML") as e:
-        mnb.pipelines.spec.loads(text, "p.yaml", project)
+        spec.loads(text, "p.yaml", project)
     assert (e.value.line, e.value.column) == (5, 1)
     bad_indent = "name: x\nstages:\n  - name: a\n   script: a.sh\n"
     with pytest.raises(mnb.PipelineSpecError, match=r"p.yaml:4:\d+: malformed YAML"):
-        mnb.pipelines.spec.loads(bad_indent, "p.yaml", project)
+        spec.loads(bad_indent, "p.yaml", project)
 
 
 def test_missing_script_is_rejected_with_its_line(guide: Path) -> None:
@@ -143,7 +144,7 @@ notifications:
   email: {to: [a@example.com], host: 127.0.0.1, port: 2525, starttls: true}
   webhook: {url: "${HOOK_URL}", secret_env: HOOK_SECRET}
 """
-    p = mnb.pipelines.spec.loads(text, "p.yaml", project)
+    p = spec.loads(text, "p.yaml", project)
     email, hook = p.notifications
     assert (
         isinstance(email, Email)
@@ -158,8 +159,8 @@ notifications:
 
 def test_empty_and_missing_files(project: Path) -> None:
     with pytest.raises(mnb.PipelineSpecError, match="empty"):
-        mnb.pipelines.spec.loads("", "p.yaml", project)
+        spec.loads("", "p.yaml", project)
     with pytest.raises(mnb.PipelineSpecError, match="not found"):
         mnb.Pipeline.from_yaml(project / "nope.yaml")
     with pytest.raises(mnb.PipelineSpecError, match="'stages' must be a non-empty list"):
-        mnb.pipelines.spec.loads("name: x\n", "p.yaml", project)
+        spec.loads("name: x\n", "p.yaml", project)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 import mlops_nb as mnb
 from mlops_nb.cli import main
+from mlops_nb.pipelines.view import RunView
 
 from .conftest import write
 
@@ -26,7 +27,7 @@ def _failing(project: Path) -> mnb.Pipeline:
 def test_view_text_html_and_widget(ws: mnb.Workspace, project: Path) -> None:
     run = _failing(project).run(workspace=ws).wait(240)
     view = run.view()
-    static = mnb.pipelines.view.RunView(run)
+    static = RunView(run)
     assert (
         repr(static)
         == "<RunView viewed failed: prep=succeeded train=failed report=upstream_failed>"
@@ -42,7 +43,7 @@ def test_view_text_html_and_widget(ws: mnb.Workspace, project: Path) -> None:
     assert "<b>log: train</b>" in html and "loss went NaN" in html  # the failed stage's log
     assert html == run._repr_html_()
     if importlib.util.find_spec("ipywidgets") is None:
-        assert isinstance(view, mnb.pipelines.view.RunView)
+        assert isinstance(view, RunView)
     else:
         assert "mnb-run-view" in view._dom_classes
         assert 'data-status="failed"' in view.children[0].value
