@@ -25,9 +25,18 @@ from .records import Attempt
 HOST = socket.gethostname()
 
 
-def _alive(host: str, pid: int) -> bool:
-    # A run on another machine cannot be checked from here: trust its row.
-    return host != HOST or psutil.pid_exists(pid)
+STARTED = psutil.Process().create_time()
+
+
+def _alive(host: str, pid: int, started: float | None) -> bool:
+    # A run on another machine cannot be checked from here: trust its row. The process's
+    # start time tells a reused pid from the runner's own.
+    if host != HOST:
+        return True
+    try:
+        return started is None or abs(psutil.Process(pid).create_time() - started) < 1.0
+    except psutil.Error:
+        return False
 
 
 class Recorder:
@@ -42,13 +51,13 @@ class Recorder:
 
         def write(con: duckdb.DuckDBPyConnection) -> str:
             active = con.execute(
-                "SELECT id, host, pid FROM pipeline_runs WHERE pipeline = ? AND status IN "
+                "SELECT id, host, pid, pid_started FROM pipeline_runs WHERE pipeline = ? AND status IN "
                 "('running', 'queued') ORDER BY started_at",
                 [pipeline],
             ).fetchall()
             busy = []
-            for run_id, host, pid in active:
-                if _alive(host, pid):
+            for run_id, host, pid, started in active:
+                if _alive(host, pid, started):
                     busy.append(run_id)
                 else:
                     con.execute(
@@ -69,11 +78,11 @@ class Recorder:
             elif busy and policy == "wait":
                 status, reason = "queued", f"waiting for {busy[0]}"
             con.execute(
-                "INSERT INTO pipeline_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO pipeline_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [self.run_id, pipeline, status, reason, json.dumps(row["params"]),
                  json.dumps(row["trigger"]) if row["trigger"] else None, row["commit"],
                  row["branch"], row["forced"], json.dumps(row["graph"]), row["run_dir"], HOST,
-                 os.getpid(), row["actor"], now(),
+                 os.getpid(), STARTED, row["actor"], now(),
                  now() if status == "skipped" else None, 0.0 if status == "skipped" else None],
             )  # fmt: skip
             con.executemany(
@@ -90,12 +99,12 @@ class Recorder:
 
         def write(con: duckdb.DuckDBPyConnection) -> bool:
             rows = con.execute(
-                "SELECT id, host, pid FROM pipeline_runs WHERE pipeline = ? AND id <> ? AND "
+                "SELECT id, host, pid, pid_started FROM pipeline_runs WHERE pipeline = ? AND id <> ? AND "
                 "(status = 'running' OR (status = 'queued' AND started_at < "
                 "(SELECT started_at FROM pipeline_runs WHERE id = ?)))",
                 [pipeline, self.run_id, self.run_id],
             ).fetchall()
-            if any(_alive(h, p) for _, h, p in rows):
+            if any(_alive(h, p, s) for _, h, p, s in rows):
                 return False
             con.execute("UPDATE pipeline_runs SET status = 'running', reason = NULL WHERE id = ?",
                         [self.run_id])  # fmt: skip

@@ -28,6 +28,7 @@ TABLES = [
         run_dir VARCHAR NOT NULL,
         host VARCHAR NOT NULL,
         pid INTEGER NOT NULL,
+        pid_started DOUBLE,
         created_by VARCHAR NOT NULL,
         started_at TIMESTAMPTZ NOT NULL,
         finished_at TIMESTAMPTZ,

@@ -158,13 +158,15 @@ def test_another_process_sees_the_running_pipeline_and_a_dead_one_is_abandoned(
     assert "work  running  1 attempt" in other.stdout
     (project / "release").touch()
     first.wait(240)
-    # A run whose process died (here: a row left by a process that is gone) does not block.
-    ws._store.write(lambda con: con.execute(
-        "UPDATE pipeline_runs SET status = 'running', pid = 999999999 WHERE id = ?", [first.id]))  # fmt: skip
-    again = _blocking(project, "skip").run(workspace=ws)
-    assert again.status().status == "running"
-    assert ws.pipeline_run(first.id).status().status == "abandoned"
-    again.cancel().wait(240)
+    # A run whose process died does not block: rows left by a process that is gone, and by
+    # one whose pid now belongs to another process (pid 1 started long before this one).
+    for pid in (999999999, 1):
+        ws._store.write(lambda con, pid=pid: con.execute(
+            "UPDATE pipeline_runs SET status = 'running', pid = ? WHERE id = ?", [pid, first.id]))  # fmt: skip
+        again = _blocking(project, "skip").run(workspace=ws)
+        assert again.status().status == "running"
+        assert ws.pipeline_run(first.id).status().status == "abandoned"
+        again.cancel().wait(240)
 
 
 def _git(repo: Path, *args: str) -> str:
