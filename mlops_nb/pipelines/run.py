@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..errors import InvalidArgument, PipelineError
+from ..errors import InvalidArgument, MlopsError, PipelineError
 from . import records
 
 if TYPE_CHECKING:
@@ -92,7 +92,10 @@ class Run:
         return RunView(self).widget()
 
     def __repr__(self) -> str:
-        return f"<Run {self.id} {self.status().status}>"
+        try:
+            return f"<Run {self.id} {self.status().status}>"
+        except MlopsError:  # a closed workspace: the repr still shows which run
+            return f"<Run {self.id}>"
 
     def _repr_html_(self) -> str:
         from .view import RunView

@@ -160,3 +160,16 @@ stages:
     assert gone(int(pid_file.read_text()))
     with mnb.open(ws.path) as again:
         assert again.pipeline_runs()["status"].tolist() == ["cancelled"]
+
+
+def test_run_repr_reads_the_store_and_survives_a_closed_workspace(
+    tmp_path: Path, project: Path
+) -> None:
+    ws = mnb.open(tmp_path / "w.duckdb")
+    run = mnb.Pipeline(name="r", base_dir=project, stages=[mnb.Stage("a", script="true")]).run(
+        workspace=ws
+    )
+    run.wait(240)
+    assert repr(run) == f"<Run {run.id} succeeded>"
+    ws.close()
+    assert repr(run) == f"<Run {run.id}>"
