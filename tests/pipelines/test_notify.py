@@ -191,3 +191,22 @@ def test_registry_events_use_the_same_notifiers(ws: mnb.Workspace, receiver: Rec
     assert len(receiver.received) == 1
     with pytest.raises(mnb.InvalidArgument, match="unknown event"):
         ws.notify(hook, events=["promotd"])
+
+
+def test_a_drifted_report_reaches_the_notifier(ws: mnb.Workspace, receiver: Receiver) -> None:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 500), "z": rng.normal(0, 1, 500)})
+    v = ws.model("m").register(
+        lambda frame: frame["x"] > 0, flavor="python", reference_data=reference
+    )
+    shifted = pd.DataFrame({"x": rng.normal(3, 1, 500), "z": rng.normal(3, 1, 500)})
+    ws.monitor("m").log(shifted, (shifted["x"] > 0).astype(int), version=v.number)
+    ws.notify(mnb.Webhook(url=receiver.url, secret=receiver.secret), events=["drift"])
+    report = ws.monitor("m").drift(reference="training", current="last 24h")
+    assert report.drifted
+    (got,) = receiver.received
+    assert got["body"]["event"] == "drift" and got["body"]["model"] == "m"
+    assert got["body"]["data"]["share_drifted"] == report.share_drifted
