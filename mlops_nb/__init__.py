@@ -25,6 +25,10 @@ from .errors import (
     ModelNotFound,
     NotAWorkspace,
     NotFound,
+    PipelineBusy,
+    PipelineError,
+    PipelineRunNotFound,
+    PipelineSpecError,
     PromotionRefused,
     SchemaTooNew,
     StorageError,
@@ -41,6 +45,7 @@ if _typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type chec
     from .monitor.core import Monitor
     from .monitor.drift import DriftReport
     from .monitor.windows import Window
+    from .pipelines import Email, Pipeline, Stage, Webhook
     from .policy import STAGES, Policy
     from .registry import Model, ModelVersion
     from .workspace import Workspace, open
@@ -61,6 +66,7 @@ __all__ = [
     "DeploymentNotFound",
     "DriftReport",
     "DuplicateLabel",
+    "Email",
     "Event",
     "FlavorError",
     "Guard",
@@ -76,12 +82,19 @@ __all__ = [
     "Monitor",
     "NotAWorkspace",
     "NotFound",
+    "Pipeline",
+    "PipelineBusy",
+    "PipelineError",
+    "PipelineRunNotFound",
+    "PipelineSpecError",
     "Policy",
     "PromotionRefused",
     "Rolling",
     "SchemaTooNew",
+    "Stage",
     "StorageError",
     "VersionNotFound",
+    "Webhook",
     "Window",
     "Workspace",
     "WorkspaceBusy",
@@ -110,13 +123,19 @@ _LAZY = {
     "ModelVersion": "mlops_nb.registry",
     "Workspace": "mlops_nb.workspace",
     "open": "mlops_nb.workspace",
+    "Pipeline": "mlops_nb.pipelines",
+    "Stage": "mlops_nb.pipelines",
+    "Webhook": "mlops_nb.pipelines",
+    "Email": "mlops_nb.pipelines",
 }
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name == "pipelines":
+        return importlib.import_module("mlops_nb.pipelines")
+    if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
@@ -124,4 +143,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | {"pipelines"})

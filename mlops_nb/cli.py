@@ -218,6 +218,11 @@ def guard(
         _print(dep.checks().drop(columns=["evidence"]).tail(20))
 
 
+from .pipelines.cli import pipeline  # noqa: E402
+
+main.add_command(pipeline)
+
+
 def _workspace_here(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
         ctx.ensure_object(dict)["workspace"] = value
@@ -225,7 +230,7 @@ def _workspace_here(ctx: click.Context, param: click.Parameter, value: str | Non
 
 # `mlops-nb serve --workspace ws.duckdb ...` reads as well as `mlops-nb -w ws.duckdb serve`:
 # every command takes the option too.
-for _command in main.commands.values():
+for _command in [*main.commands.values(), *pipeline.commands.values()]:
     _command.params.append(
         click.Option(
             ["--workspace", "-w"],

@@ -20,6 +20,10 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     ├── DeploymentError              (a deployment cannot start, change or be reached)
     │   ├── DeploymentNotFound       (+ LookupError)
     │   └── DeploymentConflict       another writer changed the deployment first
+    ├── PipelineError                (a pipeline cannot be declared, started or exported)
+    │   ├── PipelineSpecError        (+ ValueError; ``line``/``column`` where known)
+    │   ├── PipelineBusy             (another run holds the pipeline, policy 'refuse')
+    │   └── PipelineRunNotFound      (+ LookupError)
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
@@ -48,6 +52,10 @@ __all__ = [
     "ModelNotFound",
     "NotAWorkspace",
     "NotFound",
+    "PipelineBusy",
+    "PipelineError",
+    "PipelineRunNotFound",
+    "PipelineSpecError",
     "PromotionRefused",
     "SchemaTooNew",
     "StorageError",
@@ -127,6 +135,27 @@ class DeploymentNotFound(DeploymentError, LookupError):
 
 class DeploymentConflict(DeploymentError):
     """Another writer changed the deployment (its generation) first; nothing was applied."""
+
+
+class PipelineError(MlopsError):
+    """A pipeline cannot be declared, started, run or exported."""
+
+
+class PipelineSpecError(PipelineError, ValueError):
+    """A pipeline declaration is invalid; ``line`` and ``column`` (1-based) where known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+class PipelineBusy(PipelineError):
+    """Another run of the pipeline is in progress and its concurrency policy is 'refuse'."""
+
+
+class PipelineRunNotFound(PipelineError, LookupError):
+    """No pipeline run with that id in the workspace."""
 
 
 class ArtifactError(MlopsError):

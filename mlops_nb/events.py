@@ -43,6 +43,7 @@ EVENTS = (
     "alias_removed",
     "deployed",
     "rolled_back",
+    "drift",
 )
 
 

@@ -358,9 +358,19 @@ class ModelVersion:
 
     @property
     def lineage(self) -> dict[str, Any]:
-        """Training data version, parent version and git commit."""
+        """Training data version, parent version, git commit and the pipeline run that
+        registered it (None outside a pipeline)."""
         row = self._info()
-        return {k: row[k] for k in ("data_version", "parent_version", "git_commit")}
+        out = {k: row[k] for k in ("data_version", "parent_version", "git_commit")}
+        run = self._ws._store.read(
+            lambda con: con.execute(
+                "SELECT json_extract_string(details, '$.pipeline_run') FROM audit "
+                "WHERE action = 'register' AND model = ? AND version = ?",
+                [self.model, self.number],
+            ).fetchone()
+        )
+        out["pipeline_run"] = run[0] if run else None
+        return out
 
     def info(self) -> dict[str, Any]:
         """Everything recorded about this version, as a dict."""

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
     from .deploy.core import Deployment
     from .monitor.core import Monitor
+    from .pipelines.notify import Notifier
+    from .pipelines.run import Run as PipelineRun
 
 
 class Workspace:
@@ -160,6 +162,25 @@ class Workspace:
         from .deploy.core import Deployment
 
         return Deployment(self, name)
+
+    def pipeline_runs(self, pipeline: str | None = None, limit: int | None = None) -> pd.DataFrame:
+        """Pipeline runs, newest first (see :mod:`mlops_nb.pipelines`)."""
+        from .pipelines.history import runs
+
+        return runs(self, pipeline, limit)
+
+    def pipeline_run(self, run_id: str) -> PipelineRun:
+        """A handle on a pipeline run, also one started by another process."""
+        from .pipelines.history import run
+
+        return run(self, run_id)
+
+    def notify(self, notifier: Notifier, events: Sequence[str] = ("*",)) -> Callback:
+        """Send registry events (promoted, rolled_back, drift ...) to a pipeline notifier
+        (:class:`mlops_nb.Webhook`, :class:`mlops_nb.Email`); returns the callback."""
+        from .pipelines.alerts import notify_events
+
+        return notify_events(self, notifier, events)  # type: ignore[no-any-return]
 
     def deployments(self) -> pd.DataFrame:
         """Every deployment with its serving versions and live state (stale when its
@@ -355,6 +376,10 @@ class Workspace:
         reason: str | None,
         details: dict[str, Any] | None,
     ) -> None:
+        # Inside a pipeline stage every registry action names the run as its lineage.
+        pipeline_run = os.environ.get("MLOPS_NB_PIPELINE_RUN")
+        if pipeline_run:
+            details = {**(details or {}), "pipeline_run": pipeline_run}
         con.execute(
             "INSERT INTO audit (happened_at, actor, action, model, version, from_value, "
             "to_value, reason, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -49,6 +49,7 @@ from .proxy import NotSent, Request, Response, SentButFailed, json_response
 
 log = logging.getLogger("mlops_nb.router")
 CHECK_EVERY = 0.25
+CHECK_STARTING = 0.05
 DRAIN_TIMEOUT = 15.0
 STATS_KEEP = 200_000
 REQUEST_TIMEOUT = 60.0
@@ -168,8 +169,13 @@ class Router:
                 if not os.path.exists(self.workspace):
                     log.warning("workspace %s is gone; stopping", self.workspace)
                     self.stopping.set()
+            # Starting replicas are probed often, so a new one serves as soon as it can.
+            starting = any(not r.was_ready and r.proc.poll() is None
+                           for reps in self.replicas.values() for r in reps)  # fmt: skip
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), CHECK_EVERY)
+                await asyncio.wait_for(
+                    self.stopping.wait(), CHECK_STARTING if starting else CHECK_EVERY
+                )
 
     async def _tick(self) -> None:
         # The supervision loop and a config change may both tick: one at a time.

@@ -488,4 +488,9 @@ def _store(mon: Monitor, report: DriftReport) -> int:
         assert row is not None
         return int(row[0])
 
-    return ws._store.write(write)
+    run_id = ws._store.write(write)
+    if report.drifted:
+        ws._emit(
+            "drift", mon.model, None, {"drift_run": run_id, "share_drifted": report.share_drifted}
+        )
+    return run_id
