@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from .deploy.core import Deployment
     from .monitor.core import Monitor
+    from .widgets.registry import RegistryView
 
 
 class Workspace:
@@ -390,6 +391,12 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"<Workspace {self.path}>"
+
+    def view(self) -> RegistryView:
+        """A live registry view of every model: stages, aliases, metrics, actions."""
+        from .widgets.registry import RegistryView
+
+        return RegistryView(self)
 
     def _repr_html_(self) -> str:
         return f"<div><b>Workspace</b> {render._fmt(self.path)}{render.models_table(self.models())}</div>"
