@@ -19,6 +19,7 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     ├── PromotionRefused             (+ PermissionError)
     ├── DeploymentError              (a deployment cannot start, change or be reached)
     │   └── DeploymentNotFound       (+ LookupError)
+    ├── NotebookFailed               (a headless notebook run stopped at a cell)
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
@@ -46,6 +47,7 @@ __all__ = [
     "ModelNotFound",
     "NotAWorkspace",
     "NotFound",
+    "NotebookFailed",
     "PromotionRefused",
     "SchemaTooNew",
     "StorageError",
@@ -121,6 +123,17 @@ class DeploymentError(MlopsError):
 
 class DeploymentNotFound(DeploymentError, LookupError):
     """No deployment of that name in the workspace."""
+
+
+class NotebookFailed(MlopsError):
+    """A headless notebook run stopped at a cell that raised; its outputs were still written.
+
+    ``ename`` and ``evalue`` are the cell's exception type and message."""
+
+    def __init__(self, message: str, ename: str, evalue: str) -> None:
+        super().__init__(message)
+        self.ename = ename
+        self.evalue = evalue
 
 
 class ArtifactError(MlopsError):

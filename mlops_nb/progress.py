@@ -118,3 +118,21 @@ def wait_until(
     finally:
         if bar is not None:
             bar.close()
+
+
+def watch_rollout(dep: Any, timeout: float = 120.0) -> Any:
+    """Wait for ``dep``'s rollout with a bar of its traffic weight, then ``dep.wait()``.
+
+    Reads only ``dep.status()["rollout"]`` (strategy, weight, phase, message).
+    """
+    ended = ("done", "rolled_back", "failed")
+
+    def done() -> tuple[bool, float, str]:
+        rollout = dep.status()["rollout"]
+        if not rollout:
+            return True, 100.0, "no rollout"
+        r = dict(rollout)
+        return r.get("phase") in ended, float(r.get("weight") or 0), str(r.get("phase"))
+
+    wait_until(done, desc=f"rollout {dep.name}", timeout=timeout)
+    return dep.wait(timeout=timeout)

@@ -47,6 +47,8 @@ class View:
         self.message.add_class("mnb-message")
         self.root = widgets.VBox()
         self.root.add_class("mnb-view")
+        # mnb-registryview, mnb-driftview, ...: hooks for browsers, tests and styles.
+        self.root.add_class(f"mnb-{type(self).__name__.lower()}")
         self._closed = threading.Event()
 
     # -- rendering -----------------------------------------------------------------------
