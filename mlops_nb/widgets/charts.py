@@ -147,3 +147,14 @@ def empty(text: str) -> str:
         f'<div class="mnb-empty" style="width:{WIDTH}px;height:{HEIGHT // 2}px;'
         f'color:#6e7781;font-size:12px">{text}</div>'
     )
+
+
+def interactive(chart: alt.TopLevelMixin) -> Any:
+    """The chart as an interactive ``altair.JupyterChart`` (an anywidget), offline.
+
+    Its Vega bundle comes from vl-convert, not a CDN. It weighs about a megabyte in the
+    page and in saved widget state, which is why the views draw SVG instead; use this
+    for one chart you want to pan, zoom or select in.
+    """
+    alt.JupyterChart.enable_offline()
+    return alt.JupyterChart(chart)

@@ -6,7 +6,7 @@ rest into "other", marking categories that the reference never had.
 
 >>> import numpy as np
 >>> shared_bins(np.array([0.0, 1.0, 2.0]), np.array([2.0, 3.0]), bins=3)[["side", "count"]].values.tolist()
-[['reference', 1], ['reference', 1], ['reference', 1], ['current', 0], ['current', 1], ['current', 1]]
+[['reference', 1], ['reference', 1], ['reference', 1], ['current', 0], ['current', 0], ['current', 2]]
 >>> top_categories({"a": 3, "b": 1}, {"a": 1, "c": 3}, k=5)[["category", "side", "count"]].values.tolist()
 [['a', 'reference', 3], ['a', 'current', 1], ['b', 'reference', 1], ['b', 'current', 0], ['c *', 'reference', 0], ['c *', 'current', 3]]
 """

@@ -82,3 +82,12 @@ def test_shared_bins_line_up_and_fold_other() -> None:
 def test_charts_refuse_raw_rows() -> None:
     with pytest.raises(mnb.InvalidArgument, match="aggregate of at most 2000 rows"):
         charts.line(pd.DataFrame({"t": range(5001), "y": 0.0}), "t", "y")
+
+
+def test_interactive_charts_load_nothing_from_the_web() -> None:
+    chart = charts.line(pd.DataFrame({"t": [1, 2], "y": [0.5, 0.25]}), "t", "y")
+    widget = charts.interactive(chart)
+    esm = type(widget)._esm if isinstance(type(widget)._esm, str) else str(widget._esm)
+    assert len(esm) > 100_000  # Vega and Vega-Lite are inside
+    assert "cdn.jsdelivr" not in esm and 'from "https://' not in esm
+    assert widget.spec["mark"]["type"] == "line"
