@@ -157,4 +157,4 @@ def interactive(chart: alt.TopLevelMixin) -> Any:
     for one chart you want to pan, zoom or select in.
     """
     alt.JupyterChart.enable_offline()
-    return alt.JupyterChart(chart)
+    return alt.JupyterChart(cast(Any, chart))
