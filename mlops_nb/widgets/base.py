@@ -99,15 +99,18 @@ class View:
     def close(self) -> None:
         """Stop timers and close the widgets (the front-end view goes away)."""
         self._closed.set()
-        with contextlib.suppress(Exception):
-            self.root.close()
-        for pane in self._panes.values():
-            pane.close()
-        self.message.close()
+        _close_tree(self.root)
 
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+
+def _close_tree(widget: widgets.Widget) -> None:
+    for child in getattr(widget, "children", ()):
+        _close_tree(child)
+    with contextlib.suppress(Exception):
+        widget.close()
 
 
 class Confirm:

@@ -153,13 +153,12 @@ class MonitoringView(View):
         self.bucket_select = widgets.Dropdown(
             options=sorted({*BUCKETS, bucket}, key=_span), value=bucket, description="bucket"
         )
-        windows = (
-            list(WINDOWS) if over in WINDOWS or not isinstance(over, str) else [*WINDOWS, over]
-        )
-        self._over = over
+        # A window given as a (start, end) range stays selectable under its own label.
+        given = (over, over) if isinstance(over, str) else ("given range", over)
         self.window_select = widgets.Dropdown(
-            options=windows, value=over if isinstance(over, str) else "all", description="window"
-        )
+            options=[given, *((w, w) for w in WINDOWS if w != over)], value=over,
+            description="window",
+        )  # fmt: skip
         self.refresh_button = button("Refresh", "refresh")
         self.refresh_button.on_click(lambda _b: self.refresh())
         self.bucket_select.observe(lambda _c: self.refresh(), names="value")
@@ -176,7 +175,7 @@ class MonitoringView(View):
         frame = self.mon.metrics(self.bucket_select.value, over=self.window_select.value)
         self.frame = frame
         if frame.empty:
-            self._set("totals", render.note(f"no predictions in {self.window_select.value}"))
+            self._set("totals", render.note(f"no predictions in {self.window_select.label}"))
         else:
             self._set("totals", render.frame_table(totals(frame)))
         self._set("charts", '<div class="mnb-charts">' + "".join(chart_sections(frame)) + "</div>")
