@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mlops-nb demo
+	$(VENV)/bin/mlops-nb demo --notebook notebooks/quickstart.ipynb
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -127,11 +127,137 @@ def audit(ctx: click.Context, model: str | None, limit: int | None) -> None:
     show_default=True,
     help="Folder for the demo workspace (recreated).",
 )
-def demo(folder: str) -> None:
-    """Train, register, promote and print: the registry story end to end."""
-    from .demo import run
+@click.option(
+    "--notebook",
+    default=None,
+    help="Run this notebook headless instead (e.g. notebooks/quickstart.ipynb) and write "
+    "its executed copy and HTML report into --dir.",
+)
+def demo(folder: str, notebook: str | None) -> None:
+    """Train, register, promote, deploy and monitor: the whole story end to end."""
+    if notebook is None:
+        from .demo import run
 
-    run(folder)
+        run(folder)
+        return
+    from .reports import execute
+
+    click.echo(f"running {notebook} headless (papermill)...", err=True)
+    result = execute(notebook, folder)
+    if result.error is not None:
+        raise result.error
+    click.echo(f"executed notebook: {result.notebook}")
+    click.echo(f"HTML report:       {result.html}  (open it in a browser; works offline)")
+    click.echo("open the notebooks: jupyter lab notebooks/")
+
+
+def _parameters(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """``-p key value`` pairs: numbers, true/false/null (JSON or Python spelling), else text."""
+    import json
+
+    literals = {"True": True, "False": False, "None": None}
+    values: dict[str, Any] = {}
+    for key, value in pairs:
+        try:
+            values[key] = literals[value] if value in literals else json.loads(value)
+        except ValueError:
+            values[key] = value
+    return values
+
+
+@main.command()
+@click.option("--model", required=True, help="Model to monitor.")
+@click.option("-p", "--parameter", "params", type=(str, str), multiple=True,
+              help="A notebook parameter: -p current 'last 6h' -p drift_share 0.3.")  # fmt: skip
+@click.option("--out", "out_dir", default="monitoring-runs", show_default=True,
+              help="Folder for the executed notebook and its HTML report.")  # fmt: skip
+@click.option("--notebook", default=None, help="Monitoring notebook (default: the project's).")
+@click.pass_context
+def monitor(ctx: click.Context, model: str, params: tuple[tuple[str, str], ...], out_dir: str,
+            notebook: str | None) -> None:  # fmt: skip
+    """Run the monitoring notebook for MODEL; exit 1 when a threshold is breached."""
+    from pathlib import Path
+
+    from .reports import execute
+
+    source = Path(notebook) if notebook else _project_notebook("monitoring.ipynb")
+    values = {"workspace": str(Path(ctx.obj["workspace"]).resolve()), "model": model,
+              "fail_on_drift": True, **_parameters(params)}  # fmt: skip
+    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
+    result = execute(source, out_dir, values, name=f"{model}-{stamp}")
+    click.echo(f"executed notebook: {result.notebook}")
+    click.echo(f"HTML report:       {result.html}")
+    if result.error is not None:
+        click.echo(f"breach: {result.error.ename}: {result.error.evalue}", err=True)
+        sys.exit(1)
+    click.echo(f"{model}: no threshold breached")
+
+
+def _project_notebook(name: str) -> Any:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / name
+    if not path.is_file():
+        raise MlopsError(
+            f"cannot find notebooks/{name} next to this installation; pass --notebook PATH"
+        )
+    return path
+
+
+@main.command()
+@click.option("--port", default=8866, show_default=True, type=int)
+@click.pass_context
+def ui(ctx: click.Context, port: int) -> None:
+    """Serve a dashboard of the workspace's views (Voila) on 127.0.0.1, in the foreground."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import nbformat
+
+    if not _has_module("voila"):
+        raise MlopsError("the dashboard needs Voila: pip install 'mlops-nb[notebooks]'")
+    path = Path(ctx.obj["workspace"]).resolve()
+    if not path.is_file():
+        raise MlopsError(f"no workspace at {str(path)!r}; pass --workspace PATH")
+    folder = Path(tempfile.mkdtemp(prefix="mlops-nb-ui-"))
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(f"# mlops_nb · {path.name}"),
+        nbformat.v4.new_code_cell(
+            f"from mlops_nb.widgets.dashboard import show\n\nshow({str(path)!r})"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, folder / "dashboard.ipynb")
+    click.echo(f"dashboard of {path} on http://127.0.0.1:{port}/", err=True)
+    import os
+
+    from voila.app import Voila
+
+    # The mlops-nb template (shipped in mlops_nb/widgets/share) loads nothing from the web.
+    share = str(Path(__file__).resolve().parent / "widgets" / "share")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        p for p in (share, os.environ.get("JUPYTER_PATH")) if p
+    )
+    try:
+        # In this process, so SIGTERM stops the server and the folder is still removed.
+        Voila.launch_instance(argv=[
+            "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
+            "--template=mlops-nb", str(folder / "dashboard.ipynb"),
+        ])  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
 
 
 @main.command()

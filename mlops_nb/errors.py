@@ -24,6 +24,7 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     │   ├── PipelineSpecError        (+ ValueError; ``line``/``column`` where known)
     │   ├── PipelineBusy             (another run holds the pipeline, policy 'refuse')
     │   └── PipelineRunNotFound      (+ LookupError)
+    ├── NotebookFailed               (a headless notebook run stopped at a cell)
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
@@ -52,6 +53,7 @@ __all__ = [
     "ModelNotFound",
     "NotAWorkspace",
     "NotFound",
+    "NotebookFailed",
     "PipelineBusy",
     "PipelineError",
     "PipelineRunNotFound",
@@ -156,6 +158,17 @@ class PipelineBusy(PipelineError):
 
 class PipelineRunNotFound(PipelineError, LookupError):
     """No pipeline run with that id in the workspace."""
+
+
+class NotebookFailed(MlopsError):
+    """A headless notebook run stopped at a cell that raised; its outputs were still written.
+
+    ``ename`` and ``evalue`` are the cell's exception type and message."""
+
+    def __init__(self, message: str, ename: str, evalue: str) -> None:
+        super().__init__(message)
+        self.ename = ename
+        self.evalue = evalue
 
 
 class ArtifactError(MlopsError):

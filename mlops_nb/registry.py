@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from .deploy.core import Deployment
+    from .widgets.registry import RegistryView
     from .workspace import Workspace
 
 _RESERVED_ALIASES = {"latest", *STAGES}
@@ -64,6 +65,12 @@ class Model:
 
     def _repr_html_(self) -> str:
         return render.versions_table(self.name, self.versions())
+
+    def view(self) -> RegistryView:
+        """A live view of this model's versions with promote, archive, alias, approve."""
+        from .widgets.registry import RegistryView
+
+        return RegistryView(self._ws, self.name)
 
     # -- lookups -------------------------------------------------------------------------
 

@@ -24,12 +24,24 @@ _MAX_METRICS = 4
 _MAX_ROWS = 50
 
 
+VERDICT_COLORS = {True: "#cf222e", False: "#1a7f37", None: "#6e7781"}
+
+
 def stage_badge(stage: str) -> str:
-    color = STAGE_COLORS.get(stage, "#6e7781")
+    return badge(stage, STAGE_COLORS.get(stage, "#6e7781"), "mnb-stage")
+
+
+def badge(text: str, color: str, css: str = "mnb-badge") -> str:
+    """A coloured label: stages, verdicts, decisions."""
     return (
-        f'<span class="mnb-stage" style="background:{color};color:#fff;padding:1px 6px;'
-        f'border-radius:8px">{escape(stage)}</span>'
+        f'<span class="{css}" style="background:{color};color:#fff;padding:1px 6px;'
+        f'border-radius:8px">{escape(text)}</span>'
     )
+
+
+def verdict_badge(bad: bool | None, text: str) -> str:
+    """Red when ``bad``, green when not, grey when there is no verdict (None)."""
+    return badge(text, VERDICT_COLORS[bad], "mnb-verdict")
 
 
 def _fmt(value: Any) -> str:
@@ -44,14 +56,48 @@ def _fmt(value: Any) -> str:
     return escape(str(value))
 
 
+def fmt(value: Any) -> str:
+    """One cell's text, escaped: floats to 4 significant digits, times to the second.
+
+    >>> fmt(0.123456), fmt(None), fmt(["a", "b"])
+    ('0.1235', '', 'a, b')
+    """
+    return _fmt(value)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of cells that are already HTML (escape text with :func:`fmt`)."""
+    return _table(headers, rows)
+
+
+def frame_table(frame: pd.DataFrame, columns: list[str] | None = None) -> str:
+    """A DataFrame (at most 50 rows) as an HTML table, each cell through :func:`fmt`."""
+    cols = columns or [str(c) for c in frame.columns]
+    rows = [[_fmt(rec.get(c)) for c in cols] for rec in frame.head(_MAX_ROWS).to_dict("records")]
+    more = len(frame) - _MAX_ROWS
+    return _table(cols, rows) + (f"<p>… {more} more rows</p>" if more > 0 else "")
+
+
+def card(title: str, pairs: list[tuple[str, str]]) -> str:
+    """A titled two-column table of (field, HTML value) pairs."""
+    rows = [[escape(k), v] for k, v in pairs]
+    return f"<div><b>{escape(title)}</b>{_table(['field', 'value'], rows)}</div>"
+
+
+def note(text: str, kind: str = "info") -> str:
+    """A one-line message: ``info``, ``ok``, ``error`` (a refusal, a failed action)."""
+    color = {"info": "#57606a", "ok": "#1a7f37", "error": "#cf222e"}[kind]
+    return f'<div class="mnb-note mnb-{kind}" style="color:{color}">{escape(text)}</div>'
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th {_CELL}>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td {_CELL}>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def versions_table(model: str, frame: pd.DataFrame) -> str:
-    """Versions with stage badges, aliases and the first few metrics."""
+def versions_table(model: str, frame: pd.DataFrame, *, lineage: bool = False) -> str:
+    """Versions with stage badges, aliases and the first few metrics (and their data)."""
     fixed = {
         "model",
         "version",
@@ -68,6 +114,8 @@ def versions_table(model: str, frame: pd.DataFrame) -> str:
     }
     metrics = [c for c in frame.columns if c not in fixed][:_MAX_METRICS]
     headers = ["version", "label", "stage", "aliases", *metrics, "algorithm", "created"]
+    if lineage:
+        headers.insert(-1, "data")
     rows = []
     for rec in frame.head(_MAX_ROWS).to_dict("records"):
         rows.append(
@@ -78,6 +126,7 @@ def versions_table(model: str, frame: pd.DataFrame) -> str:
                 _fmt(rec["aliases"]),
                 *(_fmt(rec.get(m)) for m in metrics),
                 _fmt(rec["algorithm"]),
+                *([_fmt(rec["data_version"])] if lineage else []),
                 _fmt(rec["created_at"]),
             ]
         )
@@ -88,7 +137,7 @@ def versions_table(model: str, frame: pd.DataFrame) -> str:
 
 def version_card(row: dict[str, Any]) -> str:
     """One version: identity, stage, metrics, lineage, digest."""
-    pairs = [
+    pairs: list[tuple[str, str]] = [
         ("stage", stage_badge(str(row["stage"]))),
         ("label", _fmt(row["label"])),
         ("aliases", _fmt(row["aliases"])),
@@ -102,9 +151,7 @@ def version_card(row: dict[str, Any]) -> str:
         ("created", f"{_fmt(row['created_at'])} by {_fmt(row['created_by'])}"),
         ("digest", f"<code>{_fmt(row['digest'])}</code>"),
     ]
-    rows = [[escape(k), v] for k, v in pairs]
-    title = f"{escape(str(row['model']))} v{row['version']}"
-    return f"<div><b>{title}</b>{_table(['field', 'value'], rows)}</div>"
+    return card(f"{row['model']} v{row['version']}", pairs)
 
 
 def models_table(frame: pd.DataFrame) -> str:

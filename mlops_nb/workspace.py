@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .monitor.core import Monitor
     from .pipelines.notify import Notifier
     from .pipelines.run import Run as PipelineRun
+    from .widgets.registry import RegistryView
 
 
 class Workspace:
@@ -415,6 +416,12 @@ class Workspace:
 
     def __repr__(self) -> str:
         return f"<Workspace {self.path}>"
+
+    def view(self) -> RegistryView:
+        """A live registry view of every model: stages, aliases, metrics, actions."""
+        from .widgets.registry import RegistryView
+
+        return RegistryView(self)
 
     def _repr_html_(self) -> str:
         return f"<div><b>Workspace</b> {render._fmt(self.path)}{render.models_table(self.models())}</div>"

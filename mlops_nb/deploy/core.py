@@ -191,6 +191,13 @@ class Deployment:
     def __repr__(self) -> str:
         return f"<Deployment {self.name}>"
 
+    def view(self, **options: Any) -> Any:
+        """A live view: state, traffic, replicas, guard checks; promote, pause, resume,
+        roll back and scale from it (see :mod:`mlops_nb.widgets.deployment`)."""
+        from ..widgets.deployment import DeploymentView
+
+        return DeploymentView(self, **options)
+
     def _repr_html_(self) -> str:
         s = self.status()
         rows = "".join(

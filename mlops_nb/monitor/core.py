@@ -30,12 +30,14 @@ import pyarrow.parquet as pq
 
 from .. import query
 from ..errors import InvalidArgument, VersionNotFound
+from ..progress import progress
 from . import logstore
 from .windows import Window, parse
 
 if TYPE_CHECKING:
     import duckdb
 
+    from ..widgets.monitoring import MonitoringView
     from ..workspace import Workspace
     from .drift import DriftReport
 
@@ -346,7 +348,8 @@ class Monitor:
         seen = self._ws._store.read(known)
         # Files ingested before are neither copied nor catalogued again.
         fresh = [(f, v, d) for f, v, d in checked if f"sha256:{d}" not in seen]
-        segments = [logstore.copy_in(self._ws.logs_root, f, self.model, v, d) for f, v, d in fresh]
+        segments = [logstore.copy_in(self._ws.logs_root, f, self.model, v, d)
+                    for f, v, d in progress(fresh, desc="ingest", unit="file")]  # fmt: skip
         added = {s.content_key for s in self._catalog(segments, "spool")}
         rows = {s.content_key: s.rows for s in segments}
         return pd.DataFrame(
@@ -431,6 +434,12 @@ class Monitor:
         from .metrics import compute_metrics
 
         return compute_metrics(self, bucket=window, by=by, over=over)
+
+    def view(self, bucket: str = "1h", over: Any = "last 24h") -> MonitoringView:
+        """A live view: volume, latency, errors and quality over time per version."""
+        from ..widgets.monitoring import MonitoringView
+
+        return MonitoringView(self, bucket=bucket, over=over)
 
     def history(self) -> pd.DataFrame:
         """Stored drift runs, oldest first."""

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from .. import query
 from ..errors import InvalidArgument
+from ..progress import progress
 from . import stats
 from .logstore import FEATURE_PREFIX
 from .stats import StatResult
@@ -48,6 +49,7 @@ from .windows import Window, parse
 if TYPE_CHECKING:
     import duckdb
 
+    from ..widgets.drift import DriftView
     from .core import Monitor
 
 NUMERIC_METHODS = {"ks", "wasserstein_norm", "psi", "jensen_shannon"}
@@ -213,6 +215,9 @@ class DriftReport:
         self.missing = missing
         self.drift_share = drift_share
         self.run_id = run_id
+        # Set by run_drift: where the view reads distributions and the run history from.
+        self._sides: tuple[Side, Side] | None = None
+        self._monitor: Monitor | None = None
         judged = summary[summary["drifted"].notna()]
         self.n_features = len(summary)
         self.n_judged = len(judged)
@@ -239,6 +244,12 @@ class DriftReport:
     @property
     def drifted_features(self) -> list[str]:
         return self.summary.loc[self.summary["drifted"] == True, "feature"].tolist()  # noqa: E712
+
+    def view(self) -> DriftView:
+        """A live view: verdict, features by severity, distributions, drift over time."""
+        from ..widgets.drift import DriftView
+
+        return DriftView(self)
 
     def __repr__(self) -> str:
         share = "n/a" if self.share_drifted is None else f"{self.share_drifted:.0%}"
@@ -400,7 +411,7 @@ def run_drift(
     # while a third reads the next batch of columns out of DuckDB.
     with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as io:
         pending = io.submit(load, batches[0]) if batches else None
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(progress(batches, desc=f"drift {mon.model}", unit="batch")):
             assert pending is not None
             ref_t, cur_t = pending.result()
             pending = io.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
@@ -449,6 +460,7 @@ def run_drift(
         pd.DataFrame.from_records(missing, columns=MISSING_COLUMNS), drift_share,
         outputs_in_verdict=not in_sample,
     )  # fmt: skip
+    report._sides, report._monitor = (ref, cur), mon
     if store:
         report.run_id = _store(mon, report)
     return report

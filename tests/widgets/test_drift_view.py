@@ -1,0 +1,93 @@
+"""The drift view over reports computed from a real prediction log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mlops_nb as mnb
+from mlops_nb.widgets import charts, distributions
+from mlops_nb.widgets.drift import ranked
+
+
+@pytest.fixture
+def drifted(registry: mnb.Workspace, iris_xy: Any) -> mnb.Monitor:
+    """Reference: iris plus a colour; current: petal length +1.5, a new colour 'green'."""
+    X, _ = iris_xy
+    rng = np.random.default_rng(0)
+    ref = X.assign(colour=np.where(X["sepal length (cm)"] > 5.8, "red", "blue"))
+    cur = ref.iloc[rng.integers(0, len(ref), 300)].reset_index(drop=True)
+    cur["petal length (cm)"] += 1.5
+    cur.loc[:60, "colour"] = "green"
+    mon = registry.monitor("iris")
+    mon.log(cur, np.zeros(len(cur), dtype=int), version=1)
+    mon._ref = ref  # type: ignore[attr-defined]
+    return mon
+
+
+def test_features_ranked_by_severity_with_method_and_reason(drifted: Any) -> None:
+    report = drifted.drift(drifted._ref, "last 24h")
+    table = ranked(report)
+    assert table["feature"].iloc[0] == "petal length (cm)"
+    sev = table["severity"].to_numpy()
+    assert np.all(np.diff(sev[~np.isnan(sev)]) <= 0)
+    top = table.iloc[0]
+    assert top["method"] == "ks" and "n=150 < 50,000" in top["why"]
+    colour = table.set_index("feature").loc["colour"]
+    assert colour["method"] == "chi2" and bool(colour["drifted"]) is True
+    html = report.view().static_html()
+    assert "Kolmogorov-Smirnov" in html and "n=150" in html and "n=300" in html
+    assert report.verdict in html
+
+
+def test_distributions_numeric_and_categorical(drifted: Any) -> None:
+    report = drifted.drift(drifted._ref, "last 24h")
+    v = report.view()
+    assert v.feature_select.value == "petal length (cm)"  # the most severe first
+    numeric = v._html["distribution"]
+    assert numeric.startswith("<svg") and 'class="marks"' in numeric
+    assert "petal length (cm): reference vs current" in numeric
+    v.feature_select.value = "colour"
+    categorical = v._html["distribution"]
+    assert "green *" in categorical and "not in the reference" in categorical
+
+
+def test_history_chart_after_two_runs(drifted: Any) -> None:
+    first = drifted.drift(drifted._ref, "last 24h")
+    assert "after two stored runs" in first.view()._html["history"]
+    second = drifted.drift(drifted._ref, "last 24h")
+    v = second.view()
+    assert v._html["history"].startswith("<svg")
+    assert "share of features drifted" in v._html["history"]
+    assert v.static_html().count("<svg") == 2
+
+
+def test_shared_bins_line_up_and_fold_other() -> None:
+    ref, cur = np.arange(100, dtype=float), np.arange(50, 150, dtype=float)
+    bins = distributions.shared_bins(ref, cur, bins=10)
+    by_side = {side: g for side, g in bins.groupby("side")}
+    assert by_side["reference"]["lo"].tolist() == by_side["current"]["lo"].tolist()
+    assert by_side["reference"]["count"].sum() == 100 and by_side["current"]["count"].sum() == 100
+    assert by_side["current"]["share"].sum() == pytest.approx(1.0)
+    many = {f"c{i:02d}": 10 for i in range(15)}
+    top = distributions.top_categories(many, {**many, "new": 40}, k=5)
+    cats = top["category"].unique().tolist()
+    assert cats[-1] == "other (11)" and "new *" in cats and len(cats) == 6
+    assert top.groupby("side")["count"].sum().to_dict() == {"current": 190, "reference": 150}
+
+
+def test_charts_refuse_raw_rows() -> None:
+    with pytest.raises(mnb.InvalidArgument, match="aggregate of at most 2000 rows"):
+        charts.line(pd.DataFrame({"t": range(5001), "y": 0.0}), "t", "y")
+
+
+def test_interactive_charts_load_nothing_from_the_web() -> None:
+    chart = charts.line(pd.DataFrame({"t": [1, 2], "y": [0.5, 0.25]}), "t", "y")
+    widget = charts.interactive(chart)
+    esm = type(widget)._esm if isinstance(type(widget)._esm, str) else str(widget._esm)
+    assert len(esm) > 100_000  # Vega and Vega-Lite are inside
+    assert "cdn.jsdelivr" not in esm and 'from "https://' not in esm
+    assert widget.spec["mark"]["type"] == "line"
