@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from .. import query
 from ..errors import InvalidArgument
 from . import stats
-from .logstore import FEATURE_PREFIX
+from .convert import FEATURE_PREFIX
 from .stats import StatResult
 from .windows import Window, parse
 

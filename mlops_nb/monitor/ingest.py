@@ -1,0 +1,239 @@
+"""Ingest: spool files written by model servers become part of a model's log.
+
+A spool holds many small files (a replica flushes every few seconds). Ingest
+
+1. lists them and skips, without opening them, every file whose (path, size, mtime) was
+   ingested before (the ``spool_files`` table), so a second run over an unchanged spool
+   only lists folders;
+2. reads each new file once, hashes its bytes (a copy of a file ingested under another
+   path is skipped), checks it against the spool format and the column kinds already
+   logged;
+3. writes the rows of all new files as a few large files, one per version and day, and
+   catalogues them with the spool files in one transaction: either all of them are added,
+   or none;
+4. then, with ``after="delete"`` or ``after="archive"``, removes the ingested files from
+   the spool or moves them under ``<spool>/.archive/`` (the default ``"keep"`` leaves the
+   spool alone, for servers or tools that own it).
+
+A file rewritten in place with the same size and mtime is not seen again; spool writers
+never do that (they write a new file and rename it into place).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import query
+from ..errors import InvalidArgument, NotFound
+from ..schema import migrate_monitoring
+from . import catalog, logstore
+
+if TYPE_CHECKING:
+    from .core import Monitor
+
+AFTER = ("keep", "delete", "archive")
+ARCHIVE = ".archive"
+
+
+@dataclass(frozen=True)
+class SpoolFile:
+    path: Path
+    version: int
+    size: int
+    mtime_ns: int
+
+
+def _version(parts: tuple[str, ...], model: str, path: Path) -> int | None:
+    """The version folder right below ``model=<name>``; None when the file is another model's."""
+    marker = f"model={model}"
+    if marker not in parts:
+        return None
+    tail = parts[parts.index(marker) + 1 :]
+    if tail and tail[0].startswith("version="):
+        text = tail[0].split("=", 1)[1]
+        if text.isascii() and text.isdigit():
+            return int(text)
+    raise InvalidArgument(
+        f"{path}: no version=<n> folder below {marker}; spool files live under "
+        "model=<name>/version=<n>/date=<YYYY-MM-DD>/"
+    )
+
+
+def scan(root: Path, model: str) -> list[SpoolFile]:
+    """Spool files of ``model`` below ``root``; folder names above ``root`` are never read."""
+    found = []
+    stack = [root / f"model={model}"] if (root / f"model={model}").is_dir() else [root]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith((".", "_")):
+                    continue  # temporary files, the archive, side folders
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.name.endswith(".parquet"):
+                    path = Path(entry.path)
+                    version = _version(path.relative_to(root).parts, model, path)
+                    if version is not None:
+                        st = entry.stat()
+                        found.append(SpoolFile(path, version, st.st_size, st.st_mtime_ns))
+    return sorted(found, key=lambda f: str(f.path))
+
+
+def _known(
+    con: duckdb.DuckDBPyConnection, model: str
+) -> tuple[dict[str, tuple[Any, ...]], set[str]]:
+    try:
+        rows = con.execute(
+            "SELECT path, size, mtime_ns, rows, sha256 FROM spool_files WHERE model = ?", [model]
+        ).fetchall()
+    except duckdb.CatalogException:
+        rows = []
+    legacy = con.execute(
+        "SELECT substr(content_key, 8) FROM log_files WHERE model = ? AND content_key LIKE "
+        "'sha256:%'",
+        [model],
+    ).fetchall()
+    return {r[0]: r[1:] for r in rows}, {r[4] for r in rows} | {r[0] for r in legacy}
+
+
+def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
+    if after not in AFTER:
+        raise InvalidArgument(f"after must be one of {', '.join(AFTER)}; got {after!r}")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise InvalidArgument(f"spool folder {str(root)!r} does not exist")
+    ws = mon._ws
+    found = scan(root, mon.model)
+
+    def lookup(con: duckdb.DuckDBPyConnection) -> Any:
+        query.require_model(con, mon.model)
+        for v in sorted({f.version for f in found}):
+            try:
+                query.resolve(con, mon.model, v)
+            except NotFound as e:
+                raise InvalidArgument(f"spool folder version={v}: {e}") from e
+        return (*_known(con, mon.model), catalog.known_columns(con, mon.model))
+
+    by_path, shas, columns = ws._store.read(lookup)
+    rows: dict[Path, int] = {}
+    added: set[Path] = set()
+    records: list[list[Any]] = []
+    groups: dict[tuple[int, str], list[pa.Table]] = {}
+    new_columns: list[tuple[str, str, str]] = []
+    fresh: list[str] = []
+    for f in found:
+        seen = by_path.get(str(f.path))
+        if seen is not None and tuple(seen[:2]) == (f.size, f.mtime_ns):
+            rows[f.path] = int(seen[2])
+            continue
+        data = f.path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InvalidArgument(f"{f.path}: not a readable Parquet file ({e})") from e
+        logstore.check_schema(table.schema, str(f.path))
+        rows[f.path] = table.num_rows
+        records.append([mon.model, str(f.path), f.size, f.mtime_ns, digest, table.num_rows,
+                        f.version])  # fmt: skip
+        if digest in shas:
+            continue  # the same content came in under another path
+        shas.add(digest)
+        fresh.append(digest)
+        new_columns += catalog.check_columns(columns, table.schema, str(f.path))
+        added.add(f.path)
+        if table.num_rows:
+            first = pa.compute.min(table.column("timestamp")).as_py()
+            groups.setdefault((f.version, first.strftime("%Y-%m-%d")), []).append(table)
+    segments = _write(mon, groups)
+    if records:
+        _commit(mon, segments, new_columns, records, fresh)
+    _after(root, found, after)
+    return pd.DataFrame({
+        "file": [str(f.path) for f in found],
+        "version": [f.version for f in found],
+        "rows": [rows[f.path] for f in found],
+        "added": [f.path in added for f in found],
+    })  # fmt: skip
+
+
+def _write(mon: Monitor, groups: dict[tuple[int, str], list[pa.Table]]) -> list[catalog.Segment]:
+    segments: list[catalog.Segment] = []
+    try:
+        for (version, _day), tables in sorted(groups.items()):
+            merged = pa.concat_tables(tables, promote_options="permissive")
+            for start in range(0, merged.num_rows, logstore.CHUNK_ROWS):
+                part = merged.slice(start, logstore.CHUNK_ROWS)
+                segments.append(
+                    logstore.write_file(mon._ws.logs_root, mon.model, version, part, "spool")
+                )
+    except BaseException:
+        for seg in segments:
+            Path(seg.path).unlink(missing_ok=True)
+        raise
+    return segments
+
+
+def _commit(
+    mon: Monitor, segments: list[catalog.Segment], columns: list[tuple[str, str, str]],
+    records: list[list[Any]], fresh: list[str],
+) -> None:  # fmt: skip
+    ws = mon._ws
+    now = ws.now()
+    table = pa.table({
+        name: [r[i] for r in records]
+        for i, name in enumerate(["model", "path", "size", "mtime_ns", "sha256", "rows", "version"])
+    })  # fmt: skip
+
+    def write(con: duckdb.DuckDBPyConnection) -> None:
+        migrate_monitoring(con)
+        clash = con.execute(
+            "SELECT count(*) FROM spool_files WHERE model = ? AND list_contains(?, sha256) AND "
+            "NOT list_contains(?, path)",
+            [mon.model, fresh, [r[1] for r in records]],
+        ).fetchone()
+        if clash and clash[0]:
+            raise InvalidArgument(
+                "another ingest of this spool ran at the same time; nothing was added by this "
+                "one: run ingest again"
+            )
+        catalog.record(con, segments, columns, "spool", now)
+        con.register("new_spool_files", table)
+        try:
+            con.execute(
+                "INSERT OR REPLACE INTO spool_files SELECT model, path, size, mtime_ns, sha256, "
+                "rows, version, ? FROM new_spool_files",
+                [now],
+            )
+        finally:
+            con.unregister("new_spool_files")
+
+    try:
+        ws._store.write(write)
+    except BaseException:
+        for seg in segments:
+            Path(seg.path).unlink(missing_ok=True)
+        raise
+
+
+def _after(root: Path, found: list[SpoolFile], after: str) -> None:
+    """Remove or archive ingested spool files; only once their rows are catalogued."""
+    if after == "keep":
+        return
+    for f in found:
+        if after == "delete":
+            f.path.unlink(missing_ok=True)
+        else:
+            target = root / ARCHIVE / f.path.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f.path, target)
