@@ -324,13 +324,22 @@ class Monitor:
         min_samples: int = 100,
         drift_share: float = 0.5,
         store: bool = True,
+        exact: bool | None = None,
     ) -> DriftReport:
-        """Compare a reference with current traffic, feature by feature; see :mod:`.drift`."""
+        """Compare a reference with current traffic, feature by feature; see :mod:`.drift`.
+
+        ``exact=None`` computes on the raw values up to ``EXACT_ROWS`` rows (both sides)
+        and on streamed summaries above, with memory independent of the window
+        (:mod:`.stream` states the error); ``True`` or ``False`` forces one path.
+        """
         from .drift import run_drift
 
+        if exact is not None and not isinstance(exact, bool):
+            raise InvalidArgument(f"exact must be True, False or None, got {exact!r}")
         return run_drift(
             self, reference, current, version=version, features=features, methods=methods,
             thresholds=thresholds, min_samples=min_samples, drift_share=drift_share, store=store,
+            exact=exact,
         )  # fmt: skip
 
     def metrics(

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from .. import query
 from ..errors import InvalidArgument
-from . import stats
+from . import stats, stream
 from .convert import FEATURE_PREFIX
 from .stats import StatResult
 from .windows import Window, parse
@@ -60,6 +60,9 @@ SUMMARY_COLUMNS = [
 MISSING_CHANGE = 0.05
 MISSING_COLUMNS = ["feature", "missing_ref", "missing_cur", "change", "flagged"]
 BATCH_COLUMNS = 6
+# Up to this many rows on both sides together, drift runs on the raw values in memory;
+# above, on streamed summaries (see :mod:`.stream`), so memory stays flat.
+EXACT_ROWS = 2_000_000
 
 
 class Side:
@@ -71,19 +74,27 @@ class Side:
 
     def __init__(
         self, label: str, names: list[str], num_rows: int,
-        fetch: Callable[[list[str]], pa.Table],
+        fetch: Callable[[list[str]], pa.Table], scan: Callable[[list[str]], stream.Scan],
     ) -> None:  # fmt: skip
         self.label = label
         self.names = names
         self.num_rows = num_rows
         self._fetch = fetch
+        self._scan = scan
 
     @classmethod
     def of_table(cls, table: pa.Table, label: str) -> Side:
-        return cls(label, table.column_names, table.num_rows, table.select)
+        return cls(
+            label, table.column_names, table.num_rows, table.select,
+            lambda names: stream.batches(table, names),
+        )  # fmt: skip
 
     def fetch(self, names: list[str]) -> pa.Table:
         return self._fetch([n for n in names if n in self.names])
+
+    def scan(self, names: list[str]) -> stream.Scan:
+        """A pass over the given columns in record batches (for the streaming path)."""
+        return self._scan([n for n in names if n in self.names])
 
 
 def _kind(dtype: pa.DataType, name: str) -> str:
@@ -125,18 +136,7 @@ def _compare(
     if kind_ref != kind_cur:
         note = f"type changed: {ref.type} in reference, {cur.type} in current"
         return kind_cur, StatResult("schema", None, drifted=True, note=note), len(ref), len(cur)
-    kind = kind_ref
-    if method is not None:
-        allowed = (
-            NUMERIC_METHODS | CATEGORICAL_METHODS if kind == "numeric" else CATEGORICAL_METHODS
-        )
-        if method not in allowed:
-            raise InvalidArgument(
-                f"method {method!r} does not fit {kind} feature {name!r}; use one of "
-                f"{', '.join(sorted(allowed))}"
-            )
-        if method == "chi2":
-            kind = "categorical"
+    kind = _check_method(name, kind_ref, method)
     if kind == "numeric":
         a, b = _numbers(ref), _numbers(cur)
         n_ref, n_cur = a.size, b.size
@@ -156,9 +156,28 @@ def _compare(
     cats = sorted(set(ref_counts) | set(cur_counts))
     r = np.array([ref_counts.get(k, 0.0) for k in cats])
     c = np.array([cur_counts.get(k, 0.0) for k in cats])
+    return (kind, *_categorical(r, c, method, min_samples))
+
+
+def _check_method(name: str, kind: str, method: str | None) -> str:
+    """The kind the column is compared as, after checking an override fits it."""
+    if method is None:
+        return kind
+    allowed = NUMERIC_METHODS | CATEGORICAL_METHODS if kind == "numeric" else CATEGORICAL_METHODS
+    if method not in allowed:
+        raise InvalidArgument(
+            f"method {method!r} does not fit {kind} feature {name!r}; use one of "
+            f"{', '.join(sorted(allowed))}"
+        )
+    return "categorical" if method == "chi2" else kind
+
+
+def _categorical(
+    r: np.ndarray[Any, Any], c: np.ndarray[Any, Any], method: str | None, min_samples: int
+) -> tuple[StatResult, int, int]:
     n_ref, n_cur = int(r.sum()), int(c.sum())
     if min(n_ref, n_cur) < min_samples:
-        return kind, _insufficient(method or "chi2", n_ref, n_cur, min_samples), n_ref, n_cur
+        return _insufficient(method or "chi2", n_ref, n_cur, min_samples), n_ref, n_cur
     chosen = stats.choose_method("categorical", n_ref, n_cur)
     method = method or chosen.method
     fn = {
@@ -167,7 +186,7 @@ def _compare(
         "jensen_shannon": stats.jensen_shannon_from_counts,
     }[method]
     threshold = chosen.threshold if method == chosen.method else _default_threshold(method)
-    return kind, replace(fn(r, c), threshold=threshold), n_ref, n_cur
+    return replace(fn(r, c), threshold=threshold), n_ref, n_cur
 
 
 def _default_threshold(method: str) -> float:
@@ -325,7 +344,15 @@ def _side(mon: Monitor, spec: Any, version: int | None) -> Side:
         )
         return table.rename_columns(names)
 
-    return Side(label, list(plain), rows, fetch)
+    def scan(names: list[str]) -> stream.Scan:
+        cols = ", ".join(
+            '"' + plain[n].replace('"', '""') + '" AS "' + n.replace('"', '""') + '"' for n in names
+        )
+        inner = mon.window_sql(window, version, columns=cols or "1 AS _")
+        assert inner is not None
+        return stream.reader(store, inner[0], inner[1])
+
+    return Side(label, list(plain), rows, fetch, scan)
 
 
 def _describe(window: Window, version: int | None) -> str:
@@ -352,7 +379,7 @@ def _with_predictions(v: Any, frame: pd.DataFrame, table: pa.Table) -> pa.Table:
 def run_drift(
     mon: Monitor, reference: Any, current: Any, *, version: int | str | None,
     features: list[str] | None, methods: Any, thresholds: Any, min_samples: int,
-    drift_share: float, store: bool,
+    drift_share: float, store: bool, exact: bool | None = None,
 ) -> DriftReport:  # fmt: skip
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise InvalidArgument(f"min_samples must be a positive integer, got {min_samples!r}")
@@ -386,39 +413,38 @@ def run_drift(
     for key in [*methods, *thresholds]:
         if key not in names and key not in OUTPUTS:
             raise InvalidArgument(f"override for unknown feature {key!r}; known: {sorted(names)}")
+    thresholds = {k: _threshold(k, v) for k, v in thresholds.items()}
     outputs_present = [o for o in OUTPUTS if o in ref.names or o in cur.names]
     all_names = [*names, *outputs_present]
 
-    rows: list[tuple[str, str, StatResult, int, int]] = []
-    missing: list[dict[str, Any]] = []
-    batches = [all_names[i : i + BATCH_COLUMNS] for i in range(0, len(all_names), BATCH_COLUMNS)]
-
-    def load(batch: list[str]) -> tuple[pa.Table, pa.Table]:
-        return ref.fetch(batch), cur.fetch(batch)
-
-    # numpy sorts release the GIL: two threads keep both cores of a small machine busy,
-    # while a third reads the next batch of columns out of DuckDB.
-    with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as io:
-        pending = io.submit(load, batches[0]) if batches else None
-        for index, batch in enumerate(batches):
-            assert pending is not None
-            ref_t, cur_t = pending.result()
-            pending = io.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
-
-            def one(name: str, ref_t: pa.Table = ref_t, cur_t: pa.Table = cur_t) -> Any:
-                r = ref_t.column(name) if name in ref_t.column_names else None
-                c = cur_t.column(name) if name in cur_t.column_names else None
-                kind, result, n_ref, n_cur = _compare(name, r, c, methods.get(name), min_samples)
-                if name in thresholds and result.statistic is not None:
-                    result = replace(result, threshold=float(thresholds[name]))
-                return (name, kind, result, n_ref, n_cur), _missing_row(name, r, c)
-
-            for row, miss in pool.map(one, batch):
-                rows.append(row)
-                if row[0] not in OUTPUTS:
-                    missing.append(miss)
-            del ref_t, cur_t
-    decided = stats.decide({n: r for n, _, r, _, _ in rows if r.method != "schema"})
+    if exact is None:
+        exact = ref.num_rows + cur.num_rows <= EXACT_ROWS
+    if exact:
+        rows, missing = _exact(ref, cur, all_names, methods, min_samples)
+    else:
+        rows, missing = _streamed(ref, cur, all_names, methods, min_samples)
+    for i, (name, kind, result, n_ref, n_cur) in enumerate(rows):
+        if name in thresholds and result.statistic is not None:
+            if result.method in stats.P_VALUE_METHODS and thresholds[name] >= 1:
+                raise InvalidArgument(
+                    f"threshold {thresholds[name]:g} for {name!r} is the alpha of a "
+                    f"{result.method} test and must be below 1, e.g. 0.01"
+                )
+            rows[i] = (name, kind, replace(result, threshold=thresholds[name]), n_ref, n_cur)
+    # A threshold given for a p-value test is that feature's own alpha: it is judged on its
+    # raw p-value and left out of the Benjamini-Hochberg group of the others.
+    own = {
+        n: r for n, _, r, _, _ in rows
+        if n in thresholds and r.method in stats.P_VALUE_METHODS and r.p_value is not None
+    }  # fmt: skip
+    decided = stats.decide(
+        {n: r for n, _, r, _, _ in rows if r.method != "schema" and n not in own}
+    )
+    for n, r in own.items():
+        decided[n] = replace(
+            r, threshold=thresholds[n], drifted=bool(r.p_value is not None and r.p_value <= thresholds[n]),
+            note=(r.note + "; " if r.note else "") + "own alpha: p-value not BH-adjusted",
+        )  # fmt: skip
     records = []
     for name, kind, result, n_ref, n_cur in rows:
         final = decided.get(name, result)
@@ -452,6 +478,110 @@ def run_drift(
     if store:
         report.run_id = _store(mon, report)
     return report
+
+
+def _threshold(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"threshold for {name!r} must be a number, got {value!r}") from e
+    if isinstance(value, bool) or not np.isfinite(number) or number <= 0:
+        raise InvalidArgument(
+            f"threshold for {name!r} must be a finite number > 0, got {value!r} (for ks and "
+            "chi2 it is the feature's alpha, e.g. 0.01)"
+        )
+    return number
+
+
+Row = tuple[str, str, StatResult, int, int]
+
+
+def _exact(
+    ref: Side, cur: Side, all_names: list[str], methods: dict[str, str], min_samples: int
+) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Statistics on the raw values, a few columns in memory at a time."""
+    rows: list[Row] = []
+    missing: list[dict[str, Any]] = []
+    batches = [all_names[i : i + BATCH_COLUMNS] for i in range(0, len(all_names), BATCH_COLUMNS)]
+
+    def load(batch: list[str]) -> tuple[pa.Table, pa.Table]:
+        return ref.fetch(batch), cur.fetch(batch)
+
+    # numpy sorts release the GIL: two threads keep both cores of a small machine busy,
+    # while a third reads the next batch of columns out of DuckDB.
+    with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as io:
+        pending = io.submit(load, batches[0]) if batches else None
+        for index, batch in enumerate(batches):
+            assert pending is not None
+            ref_t, cur_t = pending.result()
+            pending = io.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
+
+            def one(name: str, ref_t: pa.Table = ref_t, cur_t: pa.Table = cur_t) -> Any:
+                r = ref_t.column(name) if name in ref_t.column_names else None
+                c = cur_t.column(name) if name in cur_t.column_names else None
+                kind, result, n_ref, n_cur = _compare(name, r, c, methods.get(name), min_samples)
+                return (name, kind, result, n_ref, n_cur), _missing_row(name, r, c)
+
+            for row, miss in pool.map(one, batch):
+                rows.append(row)
+                if row[0] not in OUTPUTS:
+                    missing.append(miss)
+            del ref_t, cur_t
+    return rows, missing
+
+
+def _streamed(
+    ref: Side, cur: Side, all_names: list[str], methods: dict[str, str], min_samples: int
+) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Statistics from per-column summaries of one pass per side (see :mod:`.stream`)."""
+
+    def numeric(name: str, dtype: pa.DataType) -> bool:
+        return _kind(dtype, name) == "numeric" and methods.get(name) != "chi2"
+
+    first = stream.summarize(ref.scan(all_names), all_names, numeric, None)
+    ref_sum = stream.summarize(ref.scan(all_names), all_names, numeric, first)
+    cur_sum = stream.summarize(cur.scan(all_names), all_names, numeric, first)
+    rows: list[Row] = []
+    missing: list[dict[str, Any]] = []
+    for name in all_names:
+        r, c = ref_sum.get(name), cur_sum.get(name)
+        rows.append((name, *_compare_summaries(name, r, c, methods.get(name), min_samples)))
+        if name not in OUTPUTS:
+            a = r.missing / r.total if r is not None and r.total else None
+            b = c.missing / c.total if c is not None and c.total else None
+            change = None if a is None or b is None else b - a
+            missing.append({
+                "feature": name, "missing_ref": a, "missing_cur": b, "change": change,
+                "flagged": change is not None and abs(change) >= MISSING_CHANGE,
+            })  # fmt: skip
+    return rows, missing
+
+
+def _compare_summaries(
+    name: str, ref: stream.Column | None, cur: stream.Column | None, method: str | None,
+    min_samples: int,
+) -> tuple[str, StatResult, int, int]:  # fmt: skip
+    """:func:`_compare` on streamed summaries."""
+    if ref is None or cur is None:
+        where = "reference" if ref is None else "current"
+        kind = _kind((cur if ref is None else ref).type, name)  # type: ignore[union-attr]
+        return kind, StatResult("none", None, note=f"absent from the {where} data"), 0, 0
+    kind_ref, kind_cur = _kind(ref.type, name), _kind(cur.type, name)
+    if kind_ref != kind_cur:
+        note = f"type changed: {ref.type} in reference, {cur.type} in current"
+        return kind_cur, StatResult("schema", None, drifted=True, note=note), ref.total, cur.total
+    kind = _check_method(name, kind_ref, method)
+    if ref.numeric and cur.numeric:
+        n_ref, n_cur = ref.n, cur.n
+        if min(n_ref, n_cur) < min_samples:
+            return kind, _insufficient(method or "ks", n_ref, n_cur, min_samples), n_ref, n_cur
+        chosen = stats.choose_method("numeric", n_ref, n_cur)
+        method = method or chosen.method
+        result = stream.numeric_result(method, ref, cur)
+        threshold = chosen.threshold if method == chosen.method else _default_threshold(method)
+        return kind, replace(result, threshold=threshold), n_ref, n_cur
+    r, c = stream.categories(ref, cur)
+    return (kind, *_categorical(r, c, method, min_samples))
 
 
 def _missing_share(col: pa.ChunkedArray | None) -> float | None:
