@@ -94,23 +94,38 @@ def check_columns(known: Known, schema: pa.Schema, where: str) -> list[tuple[str
 
 def record(
     con: duckdb.DuckDBPyConnection, segments: Sequence[Segment], columns: Iterable[tuple[str, str, str]],
-    source: str, now: datetime,
+    source: str, now: datetime, checked: bool = False,
 ) -> None:  # fmt: skip
-    """Catalog files and new column kinds (inside the caller's transaction)."""
-    migrate_monitoring(con)
+    """Catalog files and new column kinds (inside the caller's transaction).
+
+    ``checked``: the caller read the column kinds in this same transaction, so no other
+    writer can have changed them since.
+    """
     if not segments:
         return
     model = segments[0].model
-    known = known_columns(con, model)
+    if not checked:
+        migrate_monitoring(con)
+        known = known_columns(con, model)
+        for name, found, _dtype in columns:
+            # Checked again here: another process may have logged the column meanwhile.
+            if name in known and known[name] != found:
+                raise InvalidArgument(
+                    f"column {name!r} was just logged as {known[name]} by another writer; "
+                    f"this batch holds {found}. Nothing was written"
+                )
     for name, found, dtype in columns:
-        # Checked again here: another process may have logged the column meanwhile.
-        if name in known and known[name] != found:
-            raise InvalidArgument(
-                f"column {name!r} was just logged as {known[name]} by another writer; "
-                f"this batch holds {found}. Nothing was written"
-            )
-        if name not in known:
-            con.execute("INSERT INTO log_columns VALUES (?, ?, ?, ?)", [model, name, found, dtype])
+        con.execute(
+            "INSERT OR IGNORE INTO log_columns VALUES (?, ?, ?, ?)", [model, name, found, dtype]
+        )
+    rows = [
+        [s.model, s.version, s.path, s.content_key, s.rows, s.min_ts, s.max_ts, source, now]
+        for s in segments
+    ]
+    if len(rows) <= 16:
+        for row in rows:
+            con.execute("INSERT INTO log_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return
     table = pa.table({
         "model": [s.model for s in segments],
         "version": pa.array([s.version for s in segments], pa.int32()),

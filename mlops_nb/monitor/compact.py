@@ -178,12 +178,12 @@ def _sweep(mon: Monitor, older_than: float) -> int:
 
 def small_files(con: duckdb.DuckDBPyConnection, model: str, folders: set[str]) -> set[str]:
     """The folders among ``folders`` holding at least ``AUTO_FILES`` small files."""
-    rows = con.execute(
-        "SELECT path FROM log_files WHERE model = ? AND rows < ?", [model, SMALL_ROWS]
-    ).fetchall()
-    counts: dict[str, int] = {}
-    for (path,) in rows:
-        folder = str(Path(path).parent)
-        if folder in folders:
-            counts[folder] = counts.get(folder, 0) + 1
-    return {f for f, n in counts.items() if n >= AUTO_FILES}
+    crowded = set()
+    for folder in folders:
+        row = con.execute(
+            "SELECT count(*) FROM log_files WHERE model = ? AND rows < ? AND starts_with(path, ?)",
+            [model, SMALL_ROWS, folder + os.sep],
+        ).fetchone()
+        if row and row[0] >= AUTO_FILES:
+            crowded.add(folder)
+    return crowded

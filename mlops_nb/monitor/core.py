@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 
 from .. import query
 from ..errors import InvalidArgument
+from ..schema import migrate_monitoring
 from . import catalog, compact, convert, logstore
 from .windows import Window, parse
 
@@ -104,14 +106,6 @@ class Monitor:
         at a time; all or none of them become part of the log.
         """
         ws = self._ws
-
-        def lookup(con: duckdb.DuckDBPyConnection) -> tuple[int, list[str] | None, catalog.Known]:
-            number = self._version(con, version)
-            sig = query.version_row(con, self.model, number)["signature"]
-            names = [i["name"] for i in sig["inputs"]] if sig and sig.get("inputs") else None
-            return number, names, catalog.known_columns(con, self.model)
-
-        number, names, known = ws._store.read(lookup)
         prediction = convert.to_arrow(y_pred, "y_pred")
         n = len(prediction)
         height = _height(X)
@@ -130,43 +124,62 @@ class Monitor:
                 raise InvalidArgument(f"errors has {len(err)} values but y_pred has {n}")
             base["error"] = err
         if n == 0:
+            # The version must exist even when nothing is logged.
+            ws._store.read(lambda con: self._version(con, version))
             return np.array([], dtype=object)
-        segments: list[catalog.Segment] = []
-        new_columns: list[tuple[str, str, str]] = []
-        try:
-            for start in range(0, n, logstore.CHUNK_ROWS):
-                stop = min(start + logstore.CHUNK_ROWS, n)
-                features = convert.features(_rows(X, start, stop, n), names)
-                if features.num_columns and features.num_rows != stop - start:
-                    raise InvalidArgument(
-                        f"X has {features.num_rows} rows but y_pred has {n}; they must match"
+        planned: list[catalog.Segment] = []
+
+        def write(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray[Any, Any], set[str]]:
+            number = self._version(con, version)
+            sig = query.version_row(con, self.model, number)["signature"]
+            names = [i["name"] for i in sig["inputs"]] if sig and sig.get("inputs") else None
+            migrate_monitoring(con)
+            known = catalog.known_columns(con, self.model)
+            new_columns: list[tuple[str, str, str]] = []
+            pending: list[Future[catalog.Segment]] = []
+            # Parquet encoding releases the GIL: a chunk is written while the next one is
+            # converted and the catalog rows go in; at most one chunk waits in memory.
+            with ThreadPoolExecutor(max_workers=1) as writer:
+                try:
+                    for start in range(0, n, logstore.CHUNK_ROWS):
+                        stop = min(start + logstore.CHUNK_ROWS, n)
+                        features = convert.features(_rows(X, start, stop, n), names)
+                        if features.num_columns and features.num_rows != stop - start:
+                            raise InvalidArgument(
+                                f"X has {features.num_rows} rows but y_pred has {n}; they must "
+                                "match"
+                            )
+                        columns = {k: v.slice(start, stop - start) for k, v in base.items()}
+                        columns.update(zip(features.column_names, features.columns, strict=True))
+                        table = pa.table(columns)
+                        new_columns += catalog.check_columns(known, table.schema, "log()")
+                        seg = logstore.plan(ws.logs_root, self.model, number, table)
+                        planned.append(seg)
+                        if pending:
+                            pending[-1].result()
+                        pending.append(writer.submit(logstore.put, seg, table))
+                        del table, columns, features
+                    catalog.record(con, planned, new_columns, "log", ws.now(), checked=True)
+                    result: np.ndarray[Any, Any] = base["id"].to_numpy(zero_copy_only=False)
+                    crowded = compact.small_files(
+                        con, self.model, {str(Path(s.path).parent) for s in planned}
                     )
-                columns = {k: v.slice(start, stop - start) for k, v in base.items()}
-                columns.update(zip(features.column_names, features.columns, strict=True))
-                table = pa.table(columns)
-                new_columns += catalog.check_columns(known, table.schema, "log()")
-                segments.append(logstore.write_file(ws.logs_root, self.model, number, table))
-            self._commit(segments, new_columns, "log")
+                finally:
+                    for job in pending:
+                        job.exception()  # every write has ended before the transaction does
+                for job in pending:
+                    job.result()
+            return result, crowded
+
+        try:
+            ids_out, crowded = ws._store.write(write)
         except BaseException:
-            for seg in segments:
+            for seg in planned:
                 Path(seg.path).unlink(missing_ok=True)
             raise
-        result: np.ndarray[Any, Any] = base["id"].to_numpy(zero_copy_only=False)
-        return result
-
-    def _commit(
-        self, segments: list[catalog.Segment], columns: list[tuple[str, str, str]], source: str
-    ) -> None:
-        ws = self._ws
-        touched = {str(Path(s.path).parent) for s in segments}
-
-        def write(con: duckdb.DuckDBPyConnection) -> set[str]:
-            catalog.record(con, segments, columns, source, ws.now())
-            return compact.small_files(con, self.model, touched)
-
-        crowded = ws._store.write(write)
         if crowded:
             compact.compact(self, folders=crowded)
+        return ids_out
 
     def _ids(self, ids: Any, n: int) -> pa.Array:
         if ids is None:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -106,6 +108,22 @@ def _known(
     return {r[0]: r[1:] for r in rows}, {r[4] for r in rows} | {r[0] for r in legacy}
 
 
+def _load(f: SpoolFile) -> tuple[str, pa.Table, str | None]:
+    """(sha256, rows, UTC day of the first row) of one spool file, read once."""
+    data = f.path.read_bytes()
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InvalidArgument(f"{f.path}: not a readable Parquet file ({e})") from e
+    day = None
+    if table.num_rows and "timestamp" in table.column_names:
+        ts = table.column("timestamp")
+        if pa.types.is_timestamp(ts.type):
+            micros = ts.cast(pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            day = str(np.datetime64(int(micros.min()) // 86_400_000_000, "D"))
+    return hashlib.sha256(data).hexdigest(), table, day
+
+
 def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
     if after not in AFTER:
         raise InvalidArgument(f"after must be one of {', '.join(AFTER)}; got {after!r}")
@@ -131,30 +149,29 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
     groups: dict[tuple[int, str], list[pa.Table]] = {}
     new_columns: list[tuple[str, str, str]] = []
     fresh: list[str] = []
+    todo = []
     for f in found:
         seen = by_path.get(str(f.path))
         if seen is not None and tuple(seen[:2]) == (f.size, f.mtime_ns):
             rows[f.path] = int(seen[2])
-            continue
-        data = f.path.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        try:
-            table = pq.read_table(pa.BufferReader(data))
-        except (pa.ArrowInvalid, OSError) as e:
-            raise InvalidArgument(f"{f.path}: not a readable Parquet file ({e})") from e
-        logstore.check_schema(table.schema, str(f.path))
-        rows[f.path] = table.num_rows
-        records.append([mon.model, str(f.path), f.size, f.mtime_ns, digest, table.num_rows,
-                        f.version])  # fmt: skip
-        if digest in shas:
-            continue  # the same content came in under another path
-        shas.add(digest)
-        fresh.append(digest)
-        new_columns += catalog.check_columns(columns, table.schema, str(f.path))
-        added.add(f.path)
-        if table.num_rows:
-            first = pa.compute.min(table.column("timestamp")).as_py()
-            groups.setdefault((f.version, first.strftime("%Y-%m-%d")), []).append(table)
+        else:
+            todo.append(f)
+    # Decoding releases the GIL: a few threads overlap reads, hashing and decoding.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loaded = pool.map(_load, todo)
+        for f, (digest, table, day) in zip(todo, loaded, strict=True):
+            logstore.check_schema(table.schema, str(f.path))
+            rows[f.path] = table.num_rows
+            records.append([mon.model, str(f.path), f.size, f.mtime_ns, digest, table.num_rows,
+                            f.version])  # fmt: skip
+            if digest in shas:
+                continue  # the same content came in under another path
+            shas.add(digest)
+            fresh.append(digest)
+            new_columns += catalog.check_columns(columns, table.schema, str(f.path))
+            added.add(f.path)
+            if day is not None:
+                groups.setdefault((f.version, day), []).append(table)
     segments = _write(mon, groups)
     if records:
         _commit(mon, segments, new_columns, records, fresh)

@@ -58,27 +58,38 @@ def partition(root: Path, model: str, version: int, day: str) -> Path:
     return root / f"model={model}" / f"version={version}" / f"date={day}"
 
 
+def plan(root: Path, model: str, version: int, table: pa.Table, prefix: str = "log") -> Segment:
+    """Where ``table`` goes (under the day of its first row) and what the catalog records."""
+    low, high = pc.min_max(table.column("timestamp")).values() if table.num_rows else (None, None)
+    first = low.as_py() if low is not None else None
+    day = first.strftime("%Y-%m-%d") if first is not None else "unknown"
+    name = f"{prefix}-{uuid.uuid4().hex}.parquet"
+    path = partition(root, model, version, day) / name
+    return Segment(
+        model, version, str(path), f"{prefix}:{name}", table.num_rows, first,
+        high.as_py() if high is not None else None,
+    )  # fmt: skip
+
+
+def put(segment: Segment, table: pa.Table) -> Segment:
+    """Write the planned file whole: to a temporary name, then renamed into place."""
+    path = Path(segment.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp, **WRITE_OPTIONS)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return segment
+
+
 def write_file(
     root: Path, model: str, version: int, table: pa.Table, prefix: str = "log"
 ) -> Segment:
     """Write ``table`` as one file under the day of its first row; not yet catalogued."""
-    low, high = (pc.min_max(table.column("timestamp")).values()) if table.num_rows else (None, None)
-    first = low.as_py() if low is not None else None
-    day = first.strftime("%Y-%m-%d") if first is not None else "unknown"
-    folder = partition(root, model, version, day)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"{prefix}-{uuid.uuid4().hex}.parquet"
-    tmp = folder / f".{name}.tmp"
-    try:
-        pq.write_table(table, tmp, **WRITE_OPTIONS)
-        os.replace(tmp, folder / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return Segment(
-        model, version, str(folder / name), f"{prefix}:{name}", table.num_rows, first,
-        high.as_py() if high is not None else None,
-    )  # fmt: skip
+    return put(plan(root, model, version, table, prefix), table)
 
 
 def write(root: Path, model: str, version: int, table: pa.Table) -> list[Segment]:
