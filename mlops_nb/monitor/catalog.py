@@ -117,14 +117,14 @@ def record(
     for name, found, dtype in columns:
         con.execute(
             "INSERT OR IGNORE INTO log_columns VALUES (?, ?, ?, ?)", [model, name, found, dtype]
-        )
+        ).fetchall()
     rows = [
         [s.model, s.version, s.path, s.content_key, s.rows, s.min_ts, s.max_ts, source, now]
         for s in segments
     ]
     if len(rows) <= 16:
         for row in rows:
-            con.execute("INSERT INTO log_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            con.execute("INSERT INTO log_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row).fetchall()
         return
     table = pa.table({
         "model": [s.model for s in segments],
@@ -141,7 +141,7 @@ def record(
             "INSERT INTO log_files SELECT model, version, path, content_key, rows, min_ts, "
             "max_ts, ?, ? FROM new_log_files",
             [source, now],
-        )
+        ).fetchall()
     finally:
         con.unregister("new_log_files")
 

@@ -124,11 +124,11 @@ def _one(mon: Monitor, version: int, paths: list[str]) -> int | None:
                     con.execute(
                         "INSERT OR IGNORE INTO spool_files VALUES (?, ?, -1, -1, ?, 0, ?, ?)",
                         [mon.model, f"compacted:{path}", key[7:], version, mon._ws.now()],
-                    )
+                    ).fetchall()
             con.execute(
                 "DELETE FROM log_files WHERE model = ? AND list_contains(?, path)",
                 [mon.model, paths],
-            )
+            ).fetchall()
             catalog.record(con, segments, [], "compact", mon._ws.now())
             return True
 
@@ -183,7 +183,7 @@ def small_files(con: duckdb.DuckDBPyConnection, model: str, folders: set[str]) -
         row = con.execute(
             "SELECT count(*) FROM log_files WHERE model = ? AND rows < ? AND starts_with(path, ?)",
             [model, SMALL_ROWS, folder + os.sep],
-        ).fetchone()
-        if row and row[0] >= AUTO_FILES:
+        ).fetchall()[0]
+        if row[0] >= AUTO_FILES:
             crowded.add(folder)
     return crowded

@@ -218,8 +218,8 @@ def _commit(
             "SELECT count(*) FROM spool_files WHERE model = ? AND list_contains(?, sha256) AND "
             "NOT list_contains(?, path)",
             [mon.model, fresh, [r[1] for r in records]],
-        ).fetchone()
-        if clash and clash[0]:
+        ).fetchall()[0]
+        if clash[0]:
             raise InvalidArgument(
                 "another ingest of this spool ran at the same time; nothing was added by this "
                 "one: run ingest again"
@@ -231,7 +231,7 @@ def _commit(
                 "INSERT OR REPLACE INTO spool_files SELECT model, path, size, mtime_ns, sha256, "
                 "rows, version, ? FROM new_spool_files",
                 [now],
-            )
+            ).fetchall()
         finally:
             con.unregister("new_spool_files")
 
