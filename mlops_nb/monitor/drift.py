@@ -540,7 +540,8 @@ def _streamed(
 
     first = stream.summarize(ref.scan(all_names), all_names, numeric, None)
     ref_sum = stream.summarize(ref.scan(all_names), all_names, numeric, first)
-    cur_sum = stream.summarize(cur.scan(all_names), all_names, numeric, first)
+    constant = any(c.numeric and c.n and c.low == c.high for c in first.values())
+    cur_sum = stream.summarize(cur.scan(all_names), all_names, numeric, first, moments=constant)
     rows: list[Row] = []
     missing: list[dict[str, Any]] = []
     for name in all_names:

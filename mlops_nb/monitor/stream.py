@@ -29,6 +29,7 @@ Each streamed statistic's bound is in the report's ``note`` column.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -82,19 +83,21 @@ class Column:
                 self.categories[value] = self.categories.get(value, 0.0) + float(count)
             return
         x = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        finite = np.isfinite(x)
-        if not finite.all():
+        total = float(np.add.reduce(x)) if x.size else 0.0
+        # A finite sum means every value is finite (an overflow only takes the slow path).
+        if not math.isfinite(total):
             # Missing means null or NaN, as in the exact path; infinities are dropped only.
             self.missing += int(np.isnan(x).sum())
-            x = x[finite]
+            x = x[np.isfinite(x)]
+            total = float(np.add.reduce(x)) if x.size else 0.0
         self.n += x.size
         if x.size == 0:
             return
         if moments:
             if self.shift is None:
                 self.shift = float(x[0])
+            self.s1 += total - self.shift * x.size
             d = x - self.shift
-            self.s1 += float(d.sum())
             self.s2 += float(np.dot(d, d))
             self.low = min(self.low, float(x.min()))
             self.high = max(self.high, float(x.max()))
@@ -128,25 +131,34 @@ class Grid:
             idx = np.where(below, 0, np.where(above, 2, 1))
             self.counts[:3] += np.bincount(idx, minlength=3)
             return
-        t = (x - self.low) * self.scale
-        if float(t.min()) < 0:
-            self.below += float(-np.minimum(t, 0.0).sum()) * self.width
-        if float(t.max()) > self.bins:
-            self.above += float(np.maximum(t - self.bins, 0.0).sum()) * self.width
-        # Right-closed bins (e[k-1], e[k]] like the exact ECDF: index k counts x <= e[k];
-        # the reference's minimum itself goes to the first bin, not below it.
+        t = np.subtract(x, self.low)
+        np.multiply(t, self.scale, out=t)
+        # Right-closed bins (e[k-1], e[k]] like the exact ECDF: index k counts x <= e[k].
         np.ceil(t, out=t)
         np.clip(t, 0.0, self.bins + 1, out=t)
-        idx = t.astype(np.int64)
-        idx[x == self.low] = 1
-        self.counts += np.bincount(idx, minlength=self.bins + 2)
+        counts = np.bincount(t.astype(np.int64), minlength=self.bins + 2)
+        if counts[0]:
+            # Index 0 holds x < low and x == low; the reference's minimum is in the range.
+            below = x < self.low
+            self.below += float((self.low - x[below]).sum())
+            equal = int(counts[0]) - int(below.sum())
+            counts[0] -= equal
+            counts[1] += equal
+        if counts[-1]:
+            above = x > self.high
+            self.above += float((x[above] - self.high).sum())
+        self.counts += counts
 
 
 def summarize(
     scan: Scan, names: list[str], numeric: Callable[[str, pa.DataType], bool],
-    ranges: dict[str, Column] | None,
+    ranges: dict[str, Column] | None, moments: bool = True,
 ) -> dict[str, Column]:  # fmt: skip
-    """One pass over a side; with ``ranges`` (the reference's summary) histograms too."""
+    """One pass over a side; with ``ranges`` (the reference's summary) histograms too.
+
+    ``moments=False`` skips the sums and extremes where a histogram is kept (the current
+    side needs them only against a constant reference).
+    """
     out: dict[str, Column] = {}
 
     def consume(batch: pa.RecordBatch) -> None:
@@ -160,7 +172,7 @@ def summarize(
                 ref = ranges.get(name) if ranges is not None else None
                 if is_numeric and ref is not None and ref.n:
                     out[name].grid = Grid(ref.low, ref.high, 1 if ref.low == ref.high else BINS)
-            out[name].add(col, moments=True)
+            out[name].add(col, moments=moments or out[name].grid is None)
 
     scan(consume)
     return out
