@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from ..workspace import Workspace
     from .compact import Compaction
-    from .drift import DriftReport
+    from .report import DriftReport
 
 
 class Monitor:
