@@ -54,20 +54,33 @@ def _categories(col: pa.ChunkedArray) -> dict[str, float]:
     )
 
 
+def _unmatched(
+    name: str, ref: pa.DataType | None, cur: pa.DataType | None, n_ref: int, n_cur: int
+) -> tuple[str, StatResult, int, int] | None:
+    """The row of a column missing on one side or of another kind on each; else None."""
+    if ref is None or cur is None:
+        where = "reference" if ref is None else "current"
+        kind = kind_of(cur if ref is None else ref, name)
+        return kind, StatResult("none", None, note=f"absent from the {where} data"), 0, 0
+    if kind_of(ref, name) != kind_of(cur, name):
+        note = f"type changed: {ref} in reference, {cur} in current"
+        return kind_of(cur, name), StatResult("schema", None, drifted=True, note=note), n_ref, n_cur
+    return None
+
+
 def _compare(
     name: str, ref: pa.ChunkedArray | None, cur: pa.ChunkedArray | None, method: str | None,
     min_samples: int,
 ) -> tuple[str, StatResult, int, int]:  # fmt: skip
     """(kind, result without verdict, n_ref, n_cur) for one column."""
-    if ref is None or cur is None:
-        where = "reference" if ref is None else "current"
-        kind = kind_of((cur if ref is None else ref).type, name)  # type: ignore[union-attr]
-        return kind, StatResult("none", None, note=f"absent from the {where} data"), 0, 0
-    kind_ref, kind_cur = kind_of(ref.type, name), kind_of(cur.type, name)
-    if kind_ref != kind_cur:
-        note = f"type changed: {ref.type} in reference, {cur.type} in current"
-        return kind_cur, StatResult("schema", None, drifted=True, note=note), len(ref), len(cur)
-    kind = _check_method(name, kind_ref, method)
+    early = _unmatched(
+        name, None if ref is None else ref.type, None if cur is None else cur.type,
+        len(ref) if ref is not None else 0, len(cur) if cur is not None else 0,
+    )  # fmt: skip
+    if early is not None:
+        return early
+    assert ref is not None and cur is not None
+    kind = _check_method(name, kind_of(ref.type, name), method)
     if kind == "numeric":
         a, b = _numbers(ref), _numbers(cur)
         n_ref, n_cur = a.size, b.size
@@ -215,15 +228,14 @@ def _compare_summaries(
     min_samples: int,
 ) -> tuple[str, StatResult, int, int]:  # fmt: skip
     """:func:`_compare` on streamed summaries."""
-    if ref is None or cur is None:
-        where = "reference" if ref is None else "current"
-        kind = kind_of((cur if ref is None else ref).type, name)  # type: ignore[union-attr]
-        return kind, StatResult("none", None, note=f"absent from the {where} data"), 0, 0
-    kind_ref, kind_cur = kind_of(ref.type, name), kind_of(cur.type, name)
-    if kind_ref != kind_cur:
-        note = f"type changed: {ref.type} in reference, {cur.type} in current"
-        return kind_cur, StatResult("schema", None, drifted=True, note=note), ref.total, cur.total
-    kind = _check_method(name, kind_ref, method)
+    early = _unmatched(
+        name, None if ref is None else ref.type, None if cur is None else cur.type,
+        ref.total if ref is not None else 0, cur.total if cur is not None else 0,
+    )  # fmt: skip
+    if early is not None:
+        return early
+    assert ref is not None and cur is not None
+    kind = _check_method(name, kind_of(ref.type, name), method)
     if ref.numeric and cur.numeric:
         n_ref, n_cur = ref.n, cur.n
         if min(n_ref, n_cur) < min_samples:
