@@ -48,47 +48,52 @@ ARCHIVE = ".archive"
 
 @dataclass(frozen=True)
 class SpoolFile:
-    path: Path
+    path: str
     version: int
     size: int
     mtime_ns: int
 
 
-def _version(parts: tuple[str, ...], model: str, path: Path) -> int | None:
-    """The version folder right below ``model=<name>``; None when the file is another model's."""
-    marker = f"model={model}"
-    if marker not in parts:
-        return None
-    tail = parts[parts.index(marker) + 1 :]
-    if tail and tail[0].startswith("version="):
-        text = tail[0].split("=", 1)[1]
-        if text.isascii() and text.isdigit():
-            return int(text)
+def _version(name: str, model: str, folder: str) -> int:
+    """The version of a ``version=<n>`` folder right below ``model=<name>``."""
+    text = name.split("=", 1)[1] if name.startswith("version=") else ""
+    if text.isascii() and text.isdigit():
+        return int(text)
     raise InvalidArgument(
-        f"{path}: no version=<n> folder below {marker}; spool files live under "
+        f"{folder}: no version=<n> folder below model={model}; spool files live under "
         "model=<name>/version=<n>/date=<YYYY-MM-DD>/"
     )
 
 
 def scan(root: Path, model: str) -> list[SpoolFile]:
-    """Spool files of ``model`` below ``root``; folder names above ``root`` are never read."""
-    found = []
-    stack = [root / f"model={model}"] if (root / f"model={model}").is_dir() else [root]
+    """Spool files of ``model`` below ``root``; folder names above ``root`` are never read.
+
+    The version comes from the folder right below ``model=<name>``, read once per folder.
+    """
+    marker = f"model={model}"
+    found: list[SpoolFile] = []
+    # (folder, version or None before model=<name>, depth below model=<name> or -1)
+    stack: list[tuple[str, int | None, int]] = [(str(root), None, -1)]
     while stack:
-        folder = stack.pop()
+        folder, version, depth = stack.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.name.startswith((".", "_")):
+                name = entry.name
+                if name.startswith((".", "_")):
                     continue  # temporary files, the archive, side folders
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.name.endswith(".parquet"):
-                    path = Path(entry.path)
-                    version = _version(path.relative_to(root).parts, model, path)
-                    if version is not None:
-                        st = entry.stat()
-                        found.append(SpoolFile(path, version, st.st_size, st.st_mtime_ns))
-    return sorted(found, key=lambda f: str(f.path))
+                    if depth < 0:
+                        stack.append((entry.path, None, 0 if name == marker else -1))
+                    elif depth == 0:
+                        stack.append((entry.path, _version(name, model, entry.path), 1))
+                    else:
+                        stack.append((entry.path, version, depth + 1))
+                elif name.endswith(".parquet") and depth >= 0:
+                    if version is None:
+                        _version("", model, entry.path)
+                    st = entry.stat()
+                    found.append(SpoolFile(entry.path, version, st.st_size, st.st_mtime_ns))  # type: ignore[arg-type]
+    return sorted(found, key=lambda f: f.path)
 
 
 def _known(
@@ -110,7 +115,8 @@ def _known(
 
 def _load(f: SpoolFile) -> tuple[str, pa.Table, str | None]:
     """(sha256, rows, UTC day of the first row) of one spool file, read once."""
-    data = f.path.read_bytes()
+    with open(f.path, "rb") as fh:
+        data = fh.read()
     try:
         table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     except (pa.ArrowInvalid, OSError) as e:
@@ -143,15 +149,16 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
         return (*_known(con, mon.model), catalog.known_columns(con, mon.model))
 
     by_path, shas, columns = ws._store.read(lookup)
-    rows: dict[Path, int] = {}
-    added: set[Path] = set()
+    rows: dict[str, int] = {}
+    added: set[str] = set()
     records: list[list[Any]] = []
     groups: dict[tuple[int, str], list[pa.Table]] = {}
     new_columns: list[tuple[str, str, str]] = []
     fresh: list[str] = []
+    last_schema: pa.Schema | None = None
     todo = []
     for f in found:
-        seen = by_path.get(str(f.path))
+        seen = by_path.get(f.path)
         if seen is not None and tuple(seen[:2]) == (f.size, f.mtime_ns):
             rows[f.path] = int(seen[2])
         else:
@@ -160,15 +167,18 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
     with ThreadPoolExecutor(max_workers=4) as pool:
         loaded = pool.map(_load, todo)
         for f, (digest, table, day) in zip(todo, loaded, strict=True):
-            logstore.check_schema(table.schema, str(f.path))
+            if last_schema is None or not table.schema.equals(last_schema):
+                # Spool files of a model mostly share one schema: check each schema once.
+                logstore.check_schema(table.schema, f.path)
+                new_columns += catalog.check_columns(columns, table.schema, f.path)
+                last_schema = table.schema
             rows[f.path] = table.num_rows
-            records.append([mon.model, str(f.path), f.size, f.mtime_ns, digest, table.num_rows,
+            records.append([mon.model, f.path, f.size, f.mtime_ns, digest, table.num_rows,
                             f.version])  # fmt: skip
             if digest in shas:
                 continue  # the same content came in under another path
             shas.add(digest)
             fresh.append(digest)
-            new_columns += catalog.check_columns(columns, table.schema, str(f.path))
             added.add(f.path)
             if day is not None:
                 groups.setdefault((f.version, day), []).append(table)
@@ -177,7 +187,7 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
         _commit(mon, segments, new_columns, records, fresh)
     _after(root, found, after)
     return pd.DataFrame({
-        "file": [str(f.path) for f in found],
+        "file": [f.path for f in found],
         "version": [f.version for f in found],
         "rows": [rows[f.path] for f in found],
         "added": [f.path in added for f in found],
@@ -249,8 +259,8 @@ def _after(root: Path, found: list[SpoolFile], after: str) -> None:
         return
     for f in found:
         if after == "delete":
-            f.path.unlink(missing_ok=True)
+            Path(f.path).unlink(missing_ok=True)
         else:
-            target = root / ARCHIVE / f.path.relative_to(root)
+            target = root / ARCHIVE / Path(f.path).relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f.path, target)
