@@ -32,6 +32,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from queue import Empty, Queue
 from typing import TYPE_CHECKING, Any
@@ -161,20 +162,25 @@ def summarize(
     """
     out: dict[str, Column] = {}
 
+    def one(name: str, col: pa.Array) -> None:
+        out[name].add(col, moments=moments or out[name].grid is None)
+
     def consume(batch: pa.RecordBatch) -> None:
-        for name in names:
-            if name not in batch.schema.names:
-                continue
-            col = batch.column(name)
+        present = [n for n in names if n in batch.schema.names]
+        for name in present:
             if name not in out:
-                is_numeric = numeric(name, col.type)
-                out[name] = Column(is_numeric, col.type)
+                dtype = batch.schema.field(name).type
+                is_numeric = numeric(name, dtype)
+                out[name] = Column(is_numeric, dtype)
                 ref = ranges.get(name) if ranges is not None else None
                 if is_numeric and ref is not None and ref.n:
                     out[name].grid = Grid(ref.low, ref.high, 1 if ref.low == ref.high else BINS)
-            out[name].add(col, moments=moments or out[name].grid is None)
+        # numpy's array loops release the GIL: columns of a batch go to two threads,
+        # each column's summary touched by one thread at a time.
+        list(pool.map(one, present, [batch.column(n) for n in present]))
 
-    scan(consume)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        scan(consume)
     return out
 
 
