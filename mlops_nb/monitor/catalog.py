@@ -63,11 +63,40 @@ Known = dict[str, str]
 
 
 def known_columns(con: duckdb.DuckDBPyConnection, model: str) -> Known:
+    """Column kinds logged for ``model``; read from its files once for logs that predate
+    the ``log_columns`` table (and recorded there)."""
     try:
         rows = con.execute("SELECT name, kind FROM log_columns WHERE model = ?", [model]).fetchall()
-    except duckdb.CatalogException:  # no monitoring tables yet: nothing logged
+    except duckdb.CatalogException:  # no monitoring tables yet
         return {}
-    return {r[0]: r[1] for r in rows}
+    if rows:
+        return {r[0]: r[1] for r in rows}
+    listed = files(con, model)
+    if not listed:
+        return {}
+    described = con.execute(
+        f"DESCRIBE SELECT * EXCLUDE (version) FROM {read_sql(listed)}"
+    ).fetchall()
+    known: Known = {}
+    for name, duck_type, *_ in described:
+        found = _DUCK_KINDS.get(str(duck_type).split("(")[0], "string")
+        if name == "prediction" and found == "number":
+            floats = str(duck_type).startswith(("DOUBLE", "FLOAT", "DECIMAL"))
+            found = "float" if floats else "integer"
+        known[name] = found
+        con.execute(
+            "INSERT OR IGNORE INTO log_columns VALUES (?, ?, ?, ?)", [model, name, found, duck_type]
+        ).fetchall()
+    return known
+
+
+_DUCK_KINDS = {
+    "BOOLEAN": "bool", "TINYINT": "number", "SMALLINT": "number", "INTEGER": "number",
+    "BIGINT": "number", "HUGEINT": "number", "UTINYINT": "number", "USMALLINT": "number",
+    "UINTEGER": "number", "UBIGINT": "number", "FLOAT": "number", "DOUBLE": "number",
+    "DECIMAL": "number", "VARCHAR": "string", "TIMESTAMP WITH TIME ZONE": "timestamp",
+    "TIMESTAMP": "timestamp",
+}  # fmt: skip
 
 
 def check_columns(known: Known, schema: pa.Schema, where: str) -> list[tuple[str, str, str]]:

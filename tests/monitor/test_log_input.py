@@ -133,3 +133,15 @@ def test_metrics_take_a_bucket_and_a_window(mon: mnb.Monitor) -> None:
     assert mon.metrics("1h", window="last 24h")["count"].sum() == 2
     assert mon.metrics("1h")["count"].sum() == 4
     assert mon.metrics(bucket="1d", window="last 2d")["count"].sum() == 3
+
+
+def test_kinds_of_a_log_that_predates_the_kinds_table_come_from_its_files(
+    ws: mnb.Workspace, mon: mnb.Monitor
+) -> None:
+    mon.log(pd.DataFrame({"zip": [1234, 5678]}), [0, 1], version=1)
+    ws._store.write(lambda con: con.execute("DELETE FROM log_columns").fetchall())
+    with pytest.raises(mnb.InvalidArgument, match="'zip' was logged as number"):
+        mon.log(pd.DataFrame({"zip": ["01234", "x"]}), [0, 1], version=1)
+    with pytest.raises(mnb.InvalidArgument, match="'prediction' was logged as integer"):
+        mon.log(pd.DataFrame({"zip": [1]}), ["a"], version=1)
+    assert mon.predictions()["feature.zip"].tolist() == [1234, 5678]
