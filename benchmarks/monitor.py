@@ -425,7 +425,7 @@ def child_baseline(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def run_child(mode: str, extra: list[str]) -> dict[str, Any]:
+def run_child(mode: str, extra: list[str], script: str = __file__) -> dict[str, Any]:
     """Run this script in a fresh Python process; its JSON result.
 
     Started through /bin/sh on purpose: Linux carries the peak RSS of the process that
@@ -433,7 +433,7 @@ def run_child(mode: str, extra: list[str]) -> dict[str, Any]:
     holds hundreds of MB here), so a child started directly would report this process's
     peak. Forked from a small shell, the child's ``ru_maxrss`` is its own.
     """
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, *extra]
+    cmd = [sys.executable, os.path.abspath(script), "--child", mode, *extra]
     shell = ["/bin/sh", "-c", f"{shlex.join(cmd)}; exit $?"] if os.path.exists("/bin/sh") else cmd
     done = subprocess.run(shell, stdout=subprocess.PIPE, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])

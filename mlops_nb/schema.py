@@ -236,3 +236,34 @@ def migrate(con: duckdb.DuckDBPyConnection, path: str, target: int = SCHEMA_VERS
         con.execute("ROLLBACK")
         raise
     return found
+
+
+# The monitor's growth tables, kept out of the numbered migrations so they merge apart from
+# other schema work: the stored type of every logged column, and the spool files already
+# read (by path, size and mtime, so a second ingest neither reads nor hashes them again).
+MONITORING = [
+    """CREATE TABLE IF NOT EXISTS log_columns (
+        model VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL,
+        arrow_type VARCHAR NOT NULL,
+        PRIMARY KEY (model, name)
+    )""",
+    """CREATE TABLE IF NOT EXISTS spool_files (
+        model VARCHAR NOT NULL,
+        path VARCHAR NOT NULL,
+        size BIGINT NOT NULL,
+        mtime_ns BIGINT NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        rows BIGINT NOT NULL,
+        version INTEGER NOT NULL,
+        ingested_at TIMESTAMPTZ NOT NULL,
+        PRIMARY KEY (model, path)
+    )""",
+]
+
+
+def migrate_monitoring(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the monitor's growth tables if missing (idempotent; run inside its writes)."""
+    for statement in MONITORING:
+        con.execute(statement)

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +26,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .. import query
-from ..errors import InvalidArgument, VersionNotFound
-from ..progress import progress
-from . import logstore
+from ..errors import InvalidArgument
+from ..schema import migrate_monitoring
+from . import catalog, compact, convert, logstore
 from .windows import Window, parse
 
 if TYPE_CHECKING:
@@ -39,62 +38,8 @@ if TYPE_CHECKING:
 
     from ..widgets.monitoring import MonitoringView
     from ..workspace import Workspace
-    from .drift import DriftReport
-
-_OK_TYPES = (pa.types.is_boolean, pa.types.is_integer, pa.types.is_floating, pa.types.is_string,
-             pa.types.is_large_string)  # fmt: skip
-
-
-def _column_ok(dtype: pa.DataType) -> bool:
-    return any(check(dtype) for check in _OK_TYPES)
-
-
-def _to_arrow(values: Any, what: str) -> pa.Array:
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if isinstance(values, pa.Array):
-        arr = values
-    else:
-        np_values = np.asarray(values)
-        if np_values.ndim == 2 and np_values.shape[1] == 1:
-            np_values = np_values[:, 0]
-        if np_values.ndim != 1:
-            raise InvalidArgument(f"{what} must be one-dimensional, got shape {np_values.shape}")
-        try:
-            arr = pa.array(np_values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise InvalidArgument(f"{what} holds values of mixed or unsupported types: {e}") from e
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
-    if pa.types.is_large_string(arr.type):
-        # pandas 3 strings arrive as large_string; the spool format says string.
-        arr = arr.cast(pa.string())
-    if not _column_ok(arr.type):
-        raise InvalidArgument(f"{what} has type {arr.type}; use numbers, booleans or strings")
-    return arr
-
-
-def _features(X: Any, names: list[str] | None) -> pa.Table:
-    if isinstance(X, pa.Table):
-        table = X
-    elif isinstance(X, pd.DataFrame):
-        table = pa.Table.from_pandas(X, preserve_index=False)
-    else:
-        arr = np.asarray(X)
-        if arr.ndim == 1:
-            arr = arr.reshape(-1, 1)
-        if arr.ndim != 2:
-            raise InvalidArgument(f"X must be tabular (2-D), got shape {arr.shape}")
-        cols = (
-            names
-            if names and len(names) == arr.shape[1]
-            else [f"x{i}" for i in range(arr.shape[1])]
-        )
-        table = pa.table({c: arr[:, i] for i, c in enumerate(cols)})
-    columns = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        columns[logstore.FEATURE_PREFIX + str(name)] = _to_arrow(column, f"feature {name!r}")
-    return pa.table(columns) if columns else pa.table({})
+    from .compact import Compaction
+    from .report import DriftReport
 
 
 class Monitor:
@@ -112,16 +57,14 @@ class Monitor:
     def _version(self, con: duckdb.DuckDBPyConnection, version: int | str) -> int:
         return query.resolve(con, self.model, version)
 
-    def _paths(self, version: int | None = None) -> list[str]:
-        sql = "SELECT path FROM log_files WHERE model = ?"
-        params: list[Any] = [self.model]
-        if version is not None:
-            sql += " AND version = ?"
-            params.append(version)
+    def _files(
+        self, version: int | None = None, window: Window | None = None
+    ) -> list[tuple[int, str]]:
+        start, end = window.bounds(self._ws.now()) if window is not None else (None, None)
 
-        def run(con: duckdb.DuckDBPyConnection) -> list[str]:
+        def run(con: duckdb.DuckDBPyConnection) -> list[tuple[int, str]]:
             query.require_model(con, self.model)
-            return [r[0] for r in con.execute(sql + " ORDER BY path", params).fetchall()]
+            return catalog.files(con, self.model, version, start, end)
 
         return self._ws._store.read(run)
 
@@ -133,40 +76,14 @@ class Monitor:
             [self.model],
         )
 
-    def _catalog(self, segments: list[logstore.Segment], source: str) -> list[logstore.Segment]:
-        """Record segments in one transaction; skip ones whose content is already there."""
-        ws = self._ws
+    def compact(
+        self, *, small_rows: int = compact.SMALL_ROWS, sweep_after: float = compact.SWEEP_AFTER_S
+    ) -> Compaction:
+        """Merge each day's small log files (under ``small_rows`` rows) into large ones.
 
-        kept: set[str] = set()
-
-        def write(con: duckdb.DuckDBPyConnection) -> list[logstore.Segment]:
-            added = []
-            for seg in segments:
-                seen = con.execute(
-                    "SELECT path FROM log_files WHERE model = ? AND content_key = ?",
-                    [seg.model, seg.content_key],
-                ).fetchone()
-                if seen:
-                    kept.add(seen[0])
-                    continue
-                con.execute(
-                    "INSERT INTO log_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [seg.model, seg.version, seg.path, seg.content_key, seg.rows, seg.min_ts,
-                     seg.max_ts, source, ws.now()],
-                )  # fmt: skip
-                added.append(seg)
-            return added
-
-        try:
-            added = ws._store.write(write)
-        except BaseException:
-            for seg in segments:
-                Path(seg.path).unlink(missing_ok=True)
-            raise
-        for seg in segments:
-            if seg not in added and seg.path not in kept:
-                Path(seg.path).unlink(missing_ok=True)
-        return added
+        Atomic per day and safe to re-run after a crash; see :mod:`.compact`.
+        """
+        return compact.compact(self, small_rows=small_rows, sweep_after=sweep_after)
 
     # -- logging -------------------------------------------------------------------------
 
@@ -186,43 +103,84 @@ class Monitor:
 
         ``X`` is a DataFrame, a 2-D array (columns named from the version's signature) or a
         pyarrow Table; ``y_pred`` one prediction per row. Timestamps default to now (UTC).
+        Large calls are written in files of at most ``CHUNK_ROWS`` rows, converted one chunk
+        at a time; all or none of them become part of the log.
         """
         ws = self._ws
-
-        def lookup(con: duckdb.DuckDBPyConnection) -> tuple[int, list[str] | None]:
-            number = self._version(con, version)
-            sig = query.version_row(con, self.model, number)["signature"]
-            names = [i["name"] for i in sig["inputs"]] if sig and sig.get("inputs") else None
-            return number, names
-
-        number, names = ws._store.read(lookup)
-        features = _features(X, names)
-        prediction = _to_arrow(y_pred, "y_pred")
+        prediction = convert.to_arrow(y_pred, "y_pred")
         n = len(prediction)
-        if features.num_columns and features.num_rows != n:
-            raise InvalidArgument(
-                f"X has {features.num_rows} rows but y_pred has {n}; they must match"
-            )
-        columns: dict[str, pa.Array] = {}
-        columns["id"] = self._ids(ids, n)
-        columns["timestamp"] = _timestamps(timestamps, n, ws.now())
-        columns["prediction"] = prediction
-        columns["confidence"] = _numbers(confidence, n, "confidence", low=0.0, high=1.0)
-        columns["latency_ms"] = _numbers(latency_ms, n, "latency_ms", low=0.0, high=None)
+        height = _height(X)
+        if height != n:
+            raise InvalidArgument(f"X has {height} rows but y_pred has {n}; they must match")
+        base: dict[str, pa.Array] = {
+            "id": self._ids(ids, n),
+            "timestamp": convert.timestamps(timestamps, n, ws.now()),
+            "prediction": prediction,
+            "confidence": convert.numbers(confidence, n, "confidence", low=0.0, high=1.0),
+            "latency_ms": convert.numbers(latency_ms, n, "latency_ms", low=0.0, high=None),
+        }
         if errors is not None:
             err = pa.array(np.asarray(errors, dtype=object), type=pa.string())
             if len(err) != n:
                 raise InvalidArgument(f"errors has {len(err)} values but y_pred has {n}")
-            columns["error"] = err
-        table = pa.table(
-            {**columns, **dict(zip(features.column_names, features.columns, strict=True))}
-        )
+            base["error"] = err
         if n == 0:
+            # The version must exist even when nothing is logged.
+            ws._store.read(lambda con: self._version(con, version))
             return np.array([], dtype=object)
-        segments = logstore.write(ws.logs_root, self.model, number, table)
-        self._catalog(segments, "log")
-        result: np.ndarray[Any, Any] = columns["id"].to_numpy(zero_copy_only=False)
-        return result
+        planned: list[catalog.Segment] = []
+
+        def write(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray[Any, Any], set[str]]:
+            number = self._version(con, version)
+            sig = query.version_row(con, self.model, number)["signature"]
+            names = [i["name"] for i in sig["inputs"]] if sig and sig.get("inputs") else None
+            migrate_monitoring(con)
+            known = catalog.known_columns(con, self.model)
+            new_columns: list[tuple[str, str, str]] = []
+            pending: list[Future[catalog.Segment]] = []
+            # Parquet encoding releases the GIL: a chunk is written while the next one is
+            # converted and the catalog rows go in; at most one chunk waits in memory.
+            with ThreadPoolExecutor(max_workers=1) as writer:
+                try:
+                    for start in range(0, n, logstore.CHUNK_ROWS):
+                        stop = min(start + logstore.CHUNK_ROWS, n)
+                        features = convert.features(_rows(X, start, stop, n), names)
+                        if features.num_columns and features.num_rows != stop - start:
+                            raise InvalidArgument(
+                                f"X has {features.num_rows} rows but y_pred has {n}; they must "
+                                "match"
+                            )
+                        columns = {k: v.slice(start, stop - start) for k, v in base.items()}
+                        columns.update(zip(features.column_names, features.columns, strict=True))
+                        table = pa.table(columns)
+                        new_columns += catalog.check_columns(known, table.schema, "log()")
+                        seg = logstore.plan(ws.logs_root, self.model, number, table)
+                        planned.append(seg)
+                        if pending:
+                            pending[-1].result()
+                        pending.append(writer.submit(logstore.put, seg, table))
+                        del table, columns, features
+                    catalog.record(con, planned, new_columns, "log", ws.now(), checked=True)
+                    result: np.ndarray[Any, Any] = base["id"].to_numpy(zero_copy_only=False)
+                    crowded = compact.small_files(
+                        con, self.model, {str(Path(s.path).parent) for s in planned}
+                    )
+                finally:
+                    for job in pending:
+                        job.exception()  # every write has ended before the transaction does
+                for job in pending:
+                    job.result()
+            return result, crowded
+
+        try:
+            ids_out, crowded = ws._store.write(write)
+        except BaseException:
+            for seg in planned:
+                Path(seg.path).unlink(missing_ok=True)
+            raise
+        if crowded:
+            compact.compact(self, folders=crowded)
+        return ids_out
 
     def _ids(self, ids: Any, n: int) -> pa.Array:
         if ids is None:
@@ -237,24 +195,27 @@ class Monitor:
             raise InvalidArgument("ids must not contain missing values")
         if pc.count_distinct(arr).as_py() != n:
             raise InvalidArgument("ids must be unique within a call to log()")
-        clash = self._existing_ids(arr, limit=3)
+        clash = self._logged_ids(arr, limit=3, present=True)
         if clash:
             raise InvalidArgument(
                 f"ids already logged for {self.model}: {clash}; prediction ids must be unique"
             )
         return arr
 
-    def _existing_ids(self, arr: pa.Array, limit: int) -> list[str]:
-        paths = self._paths()
-        if not paths:
-            return []
+    def _logged_ids(self, arr: pa.Array, limit: int | None, present: bool) -> list[str]:
+        """Given ids that are (``present``) or are not in the log, sorted."""
+        listed = self._files()
+        if not listed:
+            return [] if present else sorted(arr.to_pylist())
         given = pa.table({"id": arr})
+        join = "SEMI" if present else "ANTI"
+        tail = f" LIMIT {int(limit)}" if limit is not None else ""
 
         def run(con: duckdb.DuckDBPyConnection) -> list[str]:
             with registered(con, given) as name:
                 rows = con.execute(
-                    f"SELECT g.id FROM {name} g SEMI JOIN {logstore.read_sql(paths)} l "
-                    f"ON g.id = l.id ORDER BY g.id LIMIT {limit}"
+                    f"SELECT g.id FROM {name} g {join} JOIN (SELECT id FROM "
+                    f"{catalog.read_sql(listed)}) l ON g.id = l.id ORDER BY g.id{tail}"
                 ).fetchall()
             return [r[0] for r in rows]
 
@@ -263,10 +224,11 @@ class Monitor:
     def log_labels(self, ids: Any, y_true: Any) -> int:
         """Attach ground truth to logged predictions (a later label for an id replaces it).
 
-        Every id must have been logged; otherwise nothing is written.
+        Every id must have been logged; otherwise nothing is written. Ids the workspace's
+        deployments served but nobody ingested yet are found by ingesting its spool first.
         """
         id_arr = pa.array(np.asarray(ids, dtype=object)).cast(pa.string())
-        labels = _to_arrow(y_true, "y_true")
+        labels = convert.to_arrow(y_true, "y_true")
         if len(id_arr) != len(labels):
             raise InvalidArgument(
                 f"ids has {len(id_arr)} values but y_true has {len(labels)}; they must match"
@@ -277,100 +239,53 @@ class Monitor:
             raise InvalidArgument("ids must be unique within a call to log_labels()")
         if len(id_arr) == 0:
             return 0
-        paths = self._paths()
+        missing = self._logged_ids(id_arr, limit=None, present=False)
+        spool = self._ws.spool_root
+        if missing and (spool / f"model={self.model}").is_dir():
+            self.ingest(spool)
+            missing = self._logged_ids(id_arr, limit=None, present=False)
+        if missing:
+            shown = ", ".join(repr(m) for m in missing[:5])
+            raise InvalidArgument(
+                f"{len(missing)} of {len(id_arr)} ids were never logged for {self.model} "
+                f"(e.g. {shown}); pass the ids returned by log(), or ingest the spool that "
+                "holds them with mon.ingest(folder). Nothing was written"
+            )
         numeric = (
             pa.types.is_integer(labels.type)
             or pa.types.is_floating(labels.type)
-            or (pa.types.is_boolean(labels.type))
+            or pa.types.is_boolean(labels.type)
         )
         given = pa.table({
             "id": id_arr,
-            "label": _label_text(labels),
+            "label": convert.label_text(labels),
             "label_num": labels.cast(pa.float64()) if numeric else pa.nulls(len(labels), pa.float64()),
         })  # fmt: skip
-        ws = self._ws
-        now = ws.now()
+        now = self._ws.now()
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
-            if not paths:
-                raise InvalidArgument(f"no predictions are logged for {self.model!r} yet")
             with registered(con, given) as name:
-                missing = con.execute(
-                    f"SELECT g.id FROM {name} g ANTI JOIN "
-                    f"(SELECT id FROM {logstore.read_sql(paths)}) l ON g.id = l.id ORDER BY g.id"
-                ).fetchall()
-                if not missing:
-                    con.execute(
-                        f"INSERT OR REPLACE INTO labels SELECT ?, id, label, label_num, ? FROM {name}",
-                        [self.model, now],
-                    )
-            if missing:
-                shown = ", ".join(repr(m[0]) for m in missing[:5])
-                raise InvalidArgument(
-                    f"{len(missing)} of {len(id_arr)} ids were never logged for {self.model} "
-                    f"(e.g. {shown}); pass the ids returned by log(). Nothing was written"
+                con.execute(
+                    f"INSERT OR REPLACE INTO labels SELECT ?, id, label, label_num, ? FROM {name}",
+                    [self.model, now],
                 )
             return len(id_arr)
 
-        return ws._store.write(write)
+        return self._ws._store.write(write)
 
-    def ingest(self, path: str | Path) -> pd.DataFrame:
-        """Add spool files written by model servers (see :mod:`.logstore` for the format).
+    def ingest(self, path: str | Path, *, after: str = "keep") -> pd.DataFrame:
+        """Add spool files written by model servers (see :mod:`.ingest` and :mod:`.logstore`).
 
-        Every file is checked before any is added; files already ingested are skipped.
-        Returns one row per file found, saying whether it was added.
+        Files ingested before are skipped by (path, size, mtime) without being read; all new
+        files are added in one transaction, or none. ``after="delete"`` or ``"archive"``
+        (to ``<spool>/.archive/``) removes them from the spool once catalogued. Returns one
+        row per spool file found, saying whether it was added.
         """
-        root = Path(path).expanduser()
-        if not root.exists():
-            raise InvalidArgument(f"spool folder {str(root)!r} does not exist")
-        base = root / f"model={self.model}"
-        files = (
-            sorted(base.rglob("*.parquet"))
-            if base.is_dir()
-            else sorted(p for p in root.rglob("*.parquet") if f"model={self.model}" in p.parts)
-        )
-        checked = []
-        for f in files:
-            version, _schema, digest = logstore.spool_segment(f, self.model)
-            checked.append((f, version, digest))
+        from .ingest import ingest
 
-        def known(con: duckdb.DuckDBPyConnection) -> set[str]:
-            for f, v, _ in checked:
-                try:
-                    self._version(con, v)
-                except VersionNotFound as e:
-                    raise InvalidArgument(f"{f}: {e}") from e
-            rows = con.execute(
-                "SELECT content_key FROM log_files WHERE model = ?", [self.model]
-            ).fetchall()
-            return {r[0] for r in rows}
-
-        seen = self._ws._store.read(known)
-        # Files ingested before are neither copied nor catalogued again.
-        fresh = [(f, v, d) for f, v, d in checked if f"sha256:{d}" not in seen]
-        segments = [logstore.copy_in(self._ws.logs_root, f, self.model, v, d)
-                    for f, v, d in progress(fresh, desc="ingest", unit="file")]  # fmt: skip
-        added = {s.content_key for s in self._catalog(segments, "spool")}
-        rows = {s.content_key: s.rows for s in segments}
-        return pd.DataFrame(
-            {
-                "file": [str(f) for f, _, _ in checked],
-                "version": [v for _, v, _ in checked],
-                "rows": [
-                    rows.get(f"sha256:{d}") or pq.read_metadata(f).num_rows for f, _, d in checked
-                ],
-                "added": [f"sha256:{d}" in added for _, _, d in checked],
-            }
-        )
+        return ingest(self, path, after)
 
     # -- reading -------------------------------------------------------------------------
-
-    def _where(self, window: Window, version: int | None) -> tuple[str, list[Any], int | None]:
-        clause, params, limit = window.sql(self._ws.now())
-        if version is not None:
-            clause += " AND version = ?"
-            params = [*params, version]
-        return clause, params, limit
 
     def window_sql(
         self, window: Any = None, version: int | str | None = None, columns: str = "*"
@@ -379,11 +294,12 @@ class Monitor:
         number = None
         if version is not None:
             number = self._ws._store.read(lambda con: self._version(con, version))
-        paths = self._paths(number)
-        if not paths:
+        parsed = parse(window)
+        listed = self._files(number, parsed)
+        if not listed:
             return None
-        clause, params, limit = self._where(parse(window), number)
-        sql = f"SELECT {columns} FROM {logstore.read_sql(paths)} WHERE {clause}"
+        clause, params, limit = parsed.sql(self._ws.now())
+        sql = f"SELECT {columns} FROM {catalog.read_sql(listed)} WHERE {clause}"
         if limit is not None:
             sql += f" ORDER BY timestamp DESC LIMIT {int(limit)}"
         return sql, params
@@ -392,12 +308,16 @@ class Monitor:
         self, window: Any = None, *, version: int | str | None = None, limit: int | None = None
     ) -> pd.DataFrame:
         """Logged predictions (newest last) with their labels, as a DataFrame."""
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise InvalidArgument(f"limit must be a whole number >= 0 or None, got {limit!r}")
         selected = self.window_sql(window, version)
         if selected is None:
             return pd.DataFrame(columns=["id", "timestamp", "version", "prediction", "label"])
         sql, params = selected
         full = (
-            f"SELECT p.* EXCLUDE (date), l.label FROM ({sql}) p LEFT JOIN labels l "
+            f"SELECT p.*, l.label FROM ({sql}) p LEFT JOIN labels l "
             "ON l.model = ? AND l.id = p.id ORDER BY p.timestamp, p.id"
         )
         if limit is not None:
@@ -418,28 +338,46 @@ class Monitor:
         min_samples: int = 100,
         drift_share: float = 0.5,
         store: bool = True,
+        exact: bool | None = None,
     ) -> DriftReport:
-        """Compare a reference with current traffic, feature by feature; see :mod:`.drift`."""
+        """Compare a reference with current traffic, feature by feature; see :mod:`.drift`.
+
+        ``exact=None`` computes on the raw values up to ``EXACT_ROWS`` rows (both sides)
+        and on streamed summaries above, with memory independent of the window
+        (:mod:`.stream` states the error); ``True`` or ``False`` forces one path.
+        """
         from .drift import run_drift
 
+        if exact is not None and not isinstance(exact, bool):
+            raise InvalidArgument(f"exact must be True, False or None, got {exact!r}")
         return run_drift(
             self, reference, current, version=version, features=features, methods=methods,
             thresholds=thresholds, min_samples=min_samples, drift_share=drift_share, store=store,
+            exact=exact,
         )  # fmt: skip
 
     def metrics(
-        self, window: str = "1h", *, by: str | None = "version", over: Any = None
-    ) -> pd.DataFrame:
-        """Per time bucket (and version): traffic, latency, errors, confidence, quality."""
+        self, bucket: str = "1h", *, window: Any = None, by: str | None = "version",
+        **old: Any,
+    ) -> pd.DataFrame:  # fmt: skip
+        """Per ``bucket`` of time (and version) over ``window``: traffic, latency, errors,
+        confidence and quality. ``mon.metrics("1h", window="last 24h")``."""
         from .metrics import compute_metrics
 
-        return compute_metrics(self, bucket=window, by=by, over=over)
+        if "over" in old:
+            raise InvalidArgument(
+                "metrics(over=...) is now metrics(window=...): the first argument is the "
+                "bucket size, e.g. mon.metrics('1h', window='last 24h')"
+            )
+        if old:
+            raise InvalidArgument(f"unexpected arguments {sorted(old)} for metrics()")
+        return compute_metrics(self, bucket=bucket, by=by, window=window)
 
-    def view(self, bucket: str = "1h", over: Any = "last 24h") -> MonitoringView:
+    def view(self, bucket: str = "1h", window: Any = "last 24h") -> MonitoringView:
         """A live view: volume, latency, errors and quality over time per version."""
         from ..widgets.monitoring import MonitoringView
 
-        return MonitoringView(self, bucket=bucket, over=over)
+        return MonitoringView(self, bucket=bucket, over=window)
 
     def history(self) -> pd.DataFrame:
         """Stored drift runs, oldest first."""
@@ -448,6 +386,26 @@ class Monitor:
             "verdict FROM drift_runs WHERE model = ? ORDER BY id",
             [self.model],
         )
+
+
+def _height(X: Any) -> int:
+    if isinstance(X, pa.Table):
+        return int(X.num_rows)
+    if isinstance(X, pd.DataFrame):
+        return len(X)
+    shape = np.shape(X)
+    return int(shape[0]) if shape else 1
+
+
+def _rows(X: Any, start: int, stop: int, n: int) -> Any:
+    """Rows ``start:stop`` of X without copying the rest."""
+    if start == 0 and stop == n:
+        return X
+    if isinstance(X, pa.Table):
+        return X.slice(start, stop - start)
+    if isinstance(X, pd.DataFrame):
+        return X.iloc[start:stop]
+    return np.asarray(X)[start:stop]
 
 
 @contextmanager
@@ -459,55 +417,3 @@ def registered(con: duckdb.DuckDBPyConnection, table: pa.Table) -> Iterator[str]
         yield name
     finally:
         con.unregister(name)
-
-
-def _label_text(labels: pa.Array) -> pa.Array:
-    if pa.types.is_floating(labels.type):
-        values = labels.to_numpy(zero_copy_only=False)
-        if np.all(np.mod(values, 1) == 0):
-            return pa.array(values.astype(np.int64)).cast(pa.string())
-    return labels.cast(pa.string())
-
-
-def _timestamps(values: Any, n: int, now: Any) -> pa.Array:
-    utc = pa.timestamp("us", tz="UTC")
-    if values is None:
-        stamp = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None), "us")
-        return pa.array(np.full(n, stamp), type=utc)
-    try:
-        with warnings.catch_warnings():
-            # pandas warns when it falls back to per-element parsing; a bad value still
-            # raises below, which is what the caller needs to see.
-            warnings.simplefilter("ignore", UserWarning)
-            parsed = pd.to_datetime(pd.Series(values), utc=True)
-    except (ValueError, TypeError) as e:
-        raise InvalidArgument(f"cannot read timestamps: {e}") from e
-    if len(parsed) != n:
-        raise InvalidArgument(f"timestamps has {len(parsed)} values but y_pred has {n}")
-    if parsed.isna().any():
-        raise InvalidArgument("timestamps must not contain missing values")
-    return pa.array(parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]"), type=utc)
-
-
-def _numbers(values: Any, n: int, what: str, *, low: float, high: float | None) -> pa.Array:
-    if values is None:
-        return pa.nulls(n, pa.float64())
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError) as e:
-        raise InvalidArgument(f"{what} must be numbers: {e}") from e
-    if arr.ndim != 1 or len(arr) != n:
-        raise InvalidArgument(
-            f"{what} must have one value per prediction ({n}), got shape {arr.shape}"
-        )
-    finite = arr[~np.isnan(arr)]
-    if (
-        np.isinf(finite).any()
-        or (finite < low).any()
-        or (high is not None and (finite > high).any())
-    ):
-        bounds = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
-        raise InvalidArgument(
-            f"{what} values must be finite and within {bounds} (NaN marks missing)"
-        )
-    return pa.array(arr, from_pandas=True)

@@ -21,47 +21,50 @@ Defaults (see :mod:`.stats` for the measurements behind them):
   values is a data-quality problem, not a distribution shift.
 
 Override per feature with ``methods={"age": "psi"}`` (``ks``, ``wasserstein_norm``,
-``psi``, ``jensen_shannon``, ``chi2``) and ``thresholds={"age": 0.2}``.
+``psi``, ``jensen_shannon``, ``chi2``) and ``thresholds={"age": 0.2}``. A threshold must
+be a finite number > 0; for a p-value test (``ks``, ``chi2``) it is that feature's own
+alpha (below 1): the feature is judged on its raw p-value and left out of the
+Benjamini-Hochberg correction of the others.
+
+Up to ``EXACT_ROWS`` rows on both sides together, statistics come from the raw values
+(a few columns in memory at a time); above, from summaries streamed in record batches,
+so memory does not grow with the window (see :mod:`.stream` for the error bounds, which
+each streamed row states in ``note``). ``exact=True`` or ``False`` forces one path.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from html import escape
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .. import query
 from ..errors import InvalidArgument
-from ..progress import progress
-from . import stats
-from .logstore import FEATURE_PREFIX
-from .stats import StatResult
+from . import compare, stats, stream
+from .compare import OUTPUTS
+from .convert import FEATURE_PREFIX
+from .report import DriftReport, store_report
 from .windows import Window, parse
+
+__all__ = ["DriftReport", "Side", "run_drift"]
 
 if TYPE_CHECKING:
     import duckdb
 
-    from ..widgets.drift import DriftView
     from .core import Monitor
 
-NUMERIC_METHODS = {"ks", "wasserstein_norm", "psi", "jensen_shannon"}
-CATEGORICAL_METHODS = {"chi2", "psi", "jensen_shannon"}
-OUTPUTS = ("prediction", "confidence")
 SUMMARY_COLUMNS = [
     "feature", "kind", "method", "statistic", "p_value", "threshold", "drifted", "n_ref",
     "n_cur", "note",
 ]  # fmt: skip
-MISSING_CHANGE = 0.05
 MISSING_COLUMNS = ["feature", "missing_ref", "missing_cur", "change", "flagged"]
-BATCH_COLUMNS = 6
+# Up to this many rows on both sides together, drift runs on the raw values in memory;
+# above, on streamed summaries (see :mod:`.stream`), so memory stays flat.
+EXACT_ROWS = 2_000_000
 
 
 class Side:
@@ -73,215 +76,27 @@ class Side:
 
     def __init__(
         self, label: str, names: list[str], num_rows: int,
-        fetch: Callable[[list[str]], pa.Table],
+        fetch: Callable[[list[str]], pa.Table], scan: Callable[[list[str]], stream.Scan],
     ) -> None:  # fmt: skip
         self.label = label
         self.names = names
         self.num_rows = num_rows
         self._fetch = fetch
+        self._scan = scan
 
     @classmethod
     def of_table(cls, table: pa.Table, label: str) -> Side:
-        return cls(label, table.column_names, table.num_rows, table.select)
+        return cls(
+            label, table.column_names, table.num_rows, table.select,
+            lambda names: stream.batches(table, names),
+        )  # fmt: skip
 
     def fetch(self, names: list[str]) -> pa.Table:
         return self._fetch([n for n in names if n in self.names])
 
-
-def _kind(dtype: pa.DataType, name: str) -> str:
-    if pa.types.is_floating(dtype):
-        return "numeric"
-    # Integer predictions are class labels; integer features are counts and measures.
-    if pa.types.is_integer(dtype) and name != "prediction":
-        return "numeric"
-    return "categorical"
-
-
-def _numbers(col: pa.ChunkedArray) -> np.ndarray[Any, np.dtype[np.float64]]:
-    arr = col.cast(pa.float64()).to_numpy()
-    result: np.ndarray[Any, np.dtype[np.float64]] = arr[np.isfinite(arr)]
-    return result
-
-
-def _categories(col: pa.ChunkedArray) -> dict[str, float]:
-    counts = pc.value_counts(col.cast(pa.string()).drop_null())
-    return dict(
-        zip(
-            counts.field("values").to_pylist(),
-            counts.field("counts").to_numpy().astype(float),
-            strict=True,
-        )
-    )
-
-
-def _compare(
-    name: str, ref: pa.ChunkedArray | None, cur: pa.ChunkedArray | None, method: str | None,
-    min_samples: int,
-) -> tuple[str, StatResult, int, int]:  # fmt: skip
-    """(kind, result without verdict, n_ref, n_cur) for one column."""
-    if ref is None or cur is None:
-        where = "reference" if ref is None else "current"
-        kind = _kind((cur if ref is None else ref).type, name)  # type: ignore[union-attr]
-        return kind, StatResult("none", None, note=f"absent from the {where} data"), 0, 0
-    kind_ref, kind_cur = _kind(ref.type, name), _kind(cur.type, name)
-    if kind_ref != kind_cur:
-        note = f"type changed: {ref.type} in reference, {cur.type} in current"
-        return kind_cur, StatResult("schema", None, drifted=True, note=note), len(ref), len(cur)
-    kind = kind_ref
-    if method is not None:
-        allowed = (
-            NUMERIC_METHODS | CATEGORICAL_METHODS if kind == "numeric" else CATEGORICAL_METHODS
-        )
-        if method not in allowed:
-            raise InvalidArgument(
-                f"method {method!r} does not fit {kind} feature {name!r}; use one of "
-                f"{', '.join(sorted(allowed))}"
-            )
-        if method == "chi2":
-            kind = "categorical"
-    if kind == "numeric":
-        a, b = _numbers(ref), _numbers(cur)
-        n_ref, n_cur = a.size, b.size
-        if min(n_ref, n_cur) < min_samples:
-            return kind, _insufficient(method or "ks", n_ref, n_cur, min_samples), n_ref, n_cur
-        chosen = stats.choose_method("numeric", n_ref, n_cur)
-        method = method or chosen.method
-        if method == "wasserstein_norm":
-            result = stats.normalized_wasserstein_large(a, b)
-        else:
-            a.sort()
-            b.sort()
-            result = _numeric(method, a, b)
-        threshold = chosen.threshold if method == chosen.method else _default_threshold(method)
-        return kind, replace(result, threshold=threshold), n_ref, n_cur
-    ref_counts, cur_counts = _categories(ref), _categories(cur)
-    cats = sorted(set(ref_counts) | set(cur_counts))
-    r = np.array([ref_counts.get(k, 0.0) for k in cats])
-    c = np.array([cur_counts.get(k, 0.0) for k in cats])
-    n_ref, n_cur = int(r.sum()), int(c.sum())
-    if min(n_ref, n_cur) < min_samples:
-        return kind, _insufficient(method or "chi2", n_ref, n_cur, min_samples), n_ref, n_cur
-    chosen = stats.choose_method("categorical", n_ref, n_cur)
-    method = method or chosen.method
-    fn = {
-        "chi2": stats.chi2_from_counts,
-        "psi": stats.psi_from_counts,
-        "jensen_shannon": stats.jensen_shannon_from_counts,
-    }[method]
-    threshold = chosen.threshold if method == chosen.method else _default_threshold(method)
-    return kind, replace(fn(r, c), threshold=threshold), n_ref, n_cur
-
-
-def _default_threshold(method: str) -> float:
-    return (
-        stats.DEFAULT_ALPHA if method in stats.P_VALUE_METHODS else stats.DEFAULT_THRESHOLDS[method]
-    )
-
-
-def _insufficient(method: str, n_ref: int, n_cur: int, min_samples: int) -> StatResult:
-    return StatResult(
-        method, None, note=f"insufficient data: {min(n_ref, n_cur)} values, need {min_samples}"
-    )
-
-
-def _numeric(method: str, a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> StatResult:
-    """One statistic for two sorted numeric samples."""
-    if method == "wasserstein_norm":
-        return stats.normalized_wasserstein_sorted(a, b)
-    if method == "ks":
-        return stats.ks_from_counts(*stats.merge_sorted(a, b))
-    edges = stats.quantile_edges(a)
-    ref_bins, cur_bins = stats.bin_counts(a, edges), stats.bin_counts(b, edges)
-    if method == "psi":
-        return stats.psi_from_counts(ref_bins, cur_bins)
-    return stats.jensen_shannon_from_counts(ref_bins, cur_bins)
-
-
-class DriftReport:
-    """The outcome of one drift run. ``drifted`` is None when there was too little data."""
-
-    def __init__(
-        self, model: str, reference: str, current: str, n_ref: int, n_cur: int,
-        summary: pd.DataFrame, outputs: pd.DataFrame, missing: pd.DataFrame, drift_share: float,
-        run_id: int | None = None, outputs_in_verdict: bool = True,
-    ) -> None:  # fmt: skip
-        self.model = model
-        self.reference = reference
-        self.current = current
-        self.n_ref = n_ref
-        self.n_cur = n_cur
-        self.summary = summary
-        self.outputs = outputs
-        self.missing = missing
-        self.drift_share = drift_share
-        self.run_id = run_id
-        # Set by run_drift: where the view reads distributions and the run history from.
-        self._sides: tuple[Side, Side] | None = None
-        self._monitor: Monitor | None = None
-        judged = summary[summary["drifted"].notna()]
-        self.n_features = len(summary)
-        self.n_judged = len(judged)
-        self.n_drifted = int((judged["drifted"] == True).sum())  # noqa: E712
-        self.share_drifted = self.n_drifted / self.n_judged if self.n_judged else None
-        out_drift = outputs[outputs["drifted"] == True]["feature"].tolist()  # noqa: E712
-        self.prediction_drifted = "prediction" in out_drift
-        self.confidence_drifted = "confidence" in out_drift
-        reasons = []
-        if self.share_drifted is not None and self.share_drifted >= drift_share:
-            reasons.append(f"{self.n_drifted} of {self.n_judged} features")
-        if outputs_in_verdict:
-            reasons += [f"{o} distribution" for o in out_drift]
-        if reasons:
-            self.drifted: bool | None = True
-            self.verdict = "drifted: " + ", ".join(reasons)
-        elif self.n_judged == 0 and outputs["drifted"].notna().sum() == 0:
-            self.drifted = None
-            self.verdict = "insufficient data"
-        else:
-            self.drifted = False
-            self.verdict = "no drift"
-
-    @property
-    def drifted_features(self) -> list[str]:
-        return self.summary.loc[self.summary["drifted"] == True, "feature"].tolist()  # noqa: E712
-
-    def view(self) -> DriftView:
-        """A live view: verdict, features by severity, distributions, drift over time."""
-        from ..widgets.drift import DriftView
-
-        return DriftView(self)
-
-    def __repr__(self) -> str:
-        share = "n/a" if self.share_drifted is None else f"{self.share_drifted:.0%}"
-        return (
-            f"<DriftReport {self.model}: {self.n_drifted}/{self.n_judged} features drifted "
-            f"({share}), {self.verdict}>"
-        )
-
-    def _repr_html_(self) -> str:
-        color = {True: "#cf222e", False: "#1a7f37", None: "#6e7781"}[self.drifted]
-        head = (
-            f"<p><b>Drift {escape(self.model)}</b>: <span style='color:{color}'>"
-            f"{escape(self.verdict)}</span> · reference {escape(self.reference)} "
-            f"({self.n_ref} rows) vs current {escape(self.current)} ({self.n_cur} rows)</p>"
-        )
-        frame = pd.concat([self.summary, self.outputs], ignore_index=True)
-        shown = frame.assign(
-            statistic=frame["statistic"].map(lambda x: "" if pd.isna(x) else f"{x:.4g}"),
-            p_value=frame["p_value"].map(lambda x: "" if pd.isna(x) else f"{x:.3g}"),
-            drifted=frame["drifted"].map(lambda x: "n/a" if x is None or pd.isna(x) else str(x)),
-        ).fillna("")
-        return head + shown.to_html(index=False, escape=True)
-
-    def to_json(self) -> dict[str, Any]:
-        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-            return json.loads(frame.to_json(orient="records"))  # type: ignore[no-any-return]
-
-        return {
-            "summary": records(self.summary),
-            "outputs": records(self.outputs),
-            "missing": records(self.missing),
-        }
+    def scan(self, names: list[str]) -> stream.Scan:
+        """A pass over the given columns in record batches (for the streaming path)."""
+        return self._scan([n for n in names if n in self.names])
 
 
 def _side(mon: Monitor, spec: Any, version: int | None) -> Side:
@@ -336,7 +151,15 @@ def _side(mon: Monitor, spec: Any, version: int | None) -> Side:
         )
         return table.rename_columns(names)
 
-    return Side(label, list(plain), rows, fetch)
+    def scan(names: list[str]) -> stream.Scan:
+        cols = ", ".join(
+            '"' + plain[n].replace('"', '""') + '" AS "' + n.replace('"', '""') + '"' for n in names
+        )
+        inner = mon.window_sql(window, version, columns=cols or "1 AS _")
+        assert inner is not None
+        return stream.reader(store, inner[0], inner[1])
+
+    return Side(label, list(plain), rows, fetch, scan)
 
 
 def _describe(window: Window, version: int | None) -> str:
@@ -363,7 +186,7 @@ def _with_predictions(v: Any, frame: pd.DataFrame, table: pa.Table) -> pa.Table:
 def run_drift(
     mon: Monitor, reference: Any, current: Any, *, version: int | str | None,
     features: list[str] | None, methods: Any, thresholds: Any, min_samples: int,
-    drift_share: float, store: bool,
+    drift_share: float, store: bool, exact: bool | None = None,
 ) -> DriftReport:  # fmt: skip
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise InvalidArgument(f"min_samples must be a positive integer, got {min_samples!r}")
@@ -397,39 +220,38 @@ def run_drift(
     for key in [*methods, *thresholds]:
         if key not in names and key not in OUTPUTS:
             raise InvalidArgument(f"override for unknown feature {key!r}; known: {sorted(names)}")
+    thresholds = {k: _threshold(k, v) for k, v in thresholds.items()}
     outputs_present = [o for o in OUTPUTS if o in ref.names or o in cur.names]
     all_names = [*names, *outputs_present]
 
-    rows: list[tuple[str, str, StatResult, int, int]] = []
-    missing: list[dict[str, Any]] = []
-    batches = [all_names[i : i + BATCH_COLUMNS] for i in range(0, len(all_names), BATCH_COLUMNS)]
-
-    def load(batch: list[str]) -> tuple[pa.Table, pa.Table]:
-        return ref.fetch(batch), cur.fetch(batch)
-
-    # numpy sorts release the GIL: two threads keep both cores of a small machine busy,
-    # while a third reads the next batch of columns out of DuckDB.
-    with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as io:
-        pending = io.submit(load, batches[0]) if batches else None
-        for index, batch in enumerate(progress(batches, desc=f"drift {mon.model}", unit="batch")):
-            assert pending is not None
-            ref_t, cur_t = pending.result()
-            pending = io.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
-
-            def one(name: str, ref_t: pa.Table = ref_t, cur_t: pa.Table = cur_t) -> Any:
-                r = ref_t.column(name) if name in ref_t.column_names else None
-                c = cur_t.column(name) if name in cur_t.column_names else None
-                kind, result, n_ref, n_cur = _compare(name, r, c, methods.get(name), min_samples)
-                if name in thresholds and result.statistic is not None:
-                    result = replace(result, threshold=float(thresholds[name]))
-                return (name, kind, result, n_ref, n_cur), _missing_row(name, r, c)
-
-            for row, miss in pool.map(one, batch):
-                rows.append(row)
-                if row[0] not in OUTPUTS:
-                    missing.append(miss)
-            del ref_t, cur_t
-    decided = stats.decide({n: r for n, _, r, _, _ in rows if r.method != "schema"})
+    if exact is None:
+        exact = ref.num_rows + cur.num_rows <= EXACT_ROWS
+    if exact:
+        rows, missing = compare.exact(ref, cur, all_names, methods, min_samples)
+    else:
+        rows, missing = compare.streamed(ref, cur, all_names, methods, min_samples)
+    for i, (name, kind, result, n_ref, n_cur) in enumerate(rows):
+        if name in thresholds and result.statistic is not None:
+            if result.method in stats.P_VALUE_METHODS and thresholds[name] >= 1:
+                raise InvalidArgument(
+                    f"threshold {thresholds[name]:g} for {name!r} is the alpha of a "
+                    f"{result.method} test and must be below 1, e.g. 0.01"
+                )
+            rows[i] = (name, kind, replace(result, threshold=thresholds[name]), n_ref, n_cur)
+    # A threshold given for a p-value test is that feature's own alpha: it is judged on its
+    # raw p-value and left out of the Benjamini-Hochberg group of the others.
+    own = {
+        n: r for n, _, r, _, _ in rows
+        if n in thresholds and r.method in stats.P_VALUE_METHODS and r.p_value is not None
+    }  # fmt: skip
+    decided = stats.decide(
+        {n: r for n, _, r, _, _ in rows if r.method != "schema" and n not in own}
+    )
+    for n, r in own.items():
+        decided[n] = replace(
+            r, threshold=thresholds[n], drifted=bool(r.p_value is not None and r.p_value <= thresholds[n]),
+            note=(r.note + "; " if r.note else "") + "own alpha: p-value not BH-adjusted",
+        )  # fmt: skip
     records = []
     for name, kind, result, n_ref, n_cur in rows:
         final = decided.get(name, result)
@@ -462,47 +284,18 @@ def run_drift(
     )  # fmt: skip
     report._sides, report._monitor = (ref, cur), mon
     if store:
-        report.run_id = _store(mon, report)
+        report.run_id = store_report(mon, report)
     return report
 
 
-def _missing_share(col: pa.ChunkedArray | None) -> float | None:
-    if col is None or len(col) == 0:
-        return None
-    nulls = int(col.null_count)
-    if pa.types.is_floating(col.type):
-        nulls += int(pc.sum(pc.is_nan(col.drop_null())).as_py() or 0)
-    return nulls / len(col)
-
-
-def _missing_row(
-    name: str, ref: pa.ChunkedArray | None, cur: pa.ChunkedArray | None
-) -> dict[str, Any]:
-    a, b = _missing_share(ref), _missing_share(cur)
-    change = None if a is None or b is None else b - a
-    return {
-        "feature": name, "missing_ref": a, "missing_cur": b, "change": change,
-        "flagged": change is not None and abs(change) >= MISSING_CHANGE,
-    }  # fmt: skip
-
-
-def _store(mon: Monitor, report: DriftReport) -> int:
-    ws = mon._ws
-    payload = json.dumps(report.to_json())
-
-    def write(con: duckdb.DuckDBPyConnection) -> int:
-        row = con.execute(
-            "INSERT INTO drift_runs (model, ran_at, reference, current, n_ref, n_cur, drifted, "
-            "share_drifted, verdict, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [mon.model, ws.now(), report.reference, report.current, report.n_ref, report.n_cur,
-             report.drifted, report.share_drifted, report.verdict, payload],
-        ).fetchone()  # fmt: skip
-        assert row is not None
-        return int(row[0])
-
-    run_id = ws._store.write(write)
-    if report.drifted:
-        ws._emit(
-            "drift", mon.model, None, {"drift_run": run_id, "share_drifted": report.share_drifted}
+def _threshold(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as e:
+        raise InvalidArgument(f"threshold for {name!r} must be a number, got {value!r}") from e
+    if isinstance(value, bool) or not np.isfinite(number) or number <= 0:
+        raise InvalidArgument(
+            f"threshold for {name!r} must be a finite number > 0, got {value!r} (for ks and "
+            "chi2 it is the feature's alpha, e.g. 0.01)"
         )
-    return run_id
+    return number

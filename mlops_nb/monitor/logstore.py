@@ -6,8 +6,10 @@ Layout (Hive partitioning)::
 
     <root>/model=<name>/version=<n>/date=<YYYY-MM-DD>/<uuid>.parquet
 
-``model``, ``version`` (integer) and ``date`` (UTC day of the rows' timestamps) come from
-the path and are not stored in the file. One row per prediction, columns:
+``model``, ``version`` (integer) and ``date`` (UTC day of the first row's timestamp) name
+the folder; they are not stored in the file, and readers take ``version`` from the
+workspace's catalog, never from the path (see :mod:`.catalog`). A file may run past its
+day (one ``log()`` call over months is one file, or a few of at most ``CHUNK_ROWS`` rows). One row per prediction, columns:
 
 ============== ============================== =========================================
 column         Arrow type                     meaning
@@ -23,78 +25,87 @@ feature.<name> bool, int*, float*, string     one typed column per input feature
 
 Files are written whole to a temporary name and renamed into place, so a reader never
 sees half a file. The workspace table ``log_files`` lists the files that belong to the
-log; a file becomes visible only once it is catalogued, in the same transaction that
-checks it was not ingested before (keyed by its sha256), so re-ingesting a spool file
-adds nothing.
+log; a file becomes visible only once it is catalogued, so a crash before that leaves an
+invisible file that :func:`.compact.compact` sweeps away later.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InvalidArgument
+from .catalog import Segment
+from .convert import FEATURE_PREFIX
 
-FEATURE_PREFIX = "feature."
+__all__ = ["FEATURE_PREFIX", "Segment", "check_schema", "partition", "write", "write_file"]
+
 REQUIRED = {"id": "string", "timestamp": "timestamp"}
 OPTIONAL = ("prediction", "confidence", "latency_ms", "error")
-_WRITE_OPTIONS = {"compression": "snappy", "use_dictionary": False}
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One Parquet file of the log, ready to be catalogued."""
-
-    model: str
-    version: int
-    path: str
-    content_key: str
-    rows: int
-    min_ts: datetime | None
-    max_ts: datetime | None
+WRITE_OPTIONS = {"compression": "snappy", "use_dictionary": False, "row_group_size": 256 * 1024}
+# Rows per file written by log(), ingest and compaction: large enough for DuckDB to scan
+# fast, small enough that writing one never holds more than a few hundred MB.
+CHUNK_ROWS = 1_000_000
 
 
 def partition(root: Path, model: str, version: int, day: str) -> Path:
     return root / f"model={model}" / f"version={version}" / f"date={day}"
 
 
+def plan(root: Path, model: str, version: int, table: pa.Table, prefix: str = "log") -> Segment:
+    """Where ``table`` goes (under the day of its first row) and what the catalog records."""
+    low, high = pc.min_max(table.column("timestamp")).values() if table.num_rows else (None, None)
+    first = low.as_py() if low is not None else None
+    day = first.strftime("%Y-%m-%d") if first is not None else "unknown"
+    name = f"{prefix}-{uuid.uuid4().hex}.parquet"
+    path = partition(root, model, version, day) / name
+    return Segment(
+        model, version, str(path), f"{prefix}:{name}", table.num_rows, first,
+        high.as_py() if high is not None else None,
+    )  # fmt: skip
+
+
+def put(segment: Segment, table: pa.Table) -> Segment:
+    """Write the planned file whole: to a temporary name, then renamed into place."""
+    path = Path(segment.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        pq.write_table(table, tmp, **WRITE_OPTIONS)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return segment
+
+
+def write_file(
+    root: Path, model: str, version: int, table: pa.Table, prefix: str = "log"
+) -> Segment:
+    """Write ``table`` as one file under the day of its first row; not yet catalogued."""
+    return put(plan(root, model, version, table, prefix), table)
+
+
 def write(root: Path, model: str, version: int, table: pa.Table) -> list[Segment]:
-    """Write ``table`` as one file per UTC day; returns the segments (not yet catalogued)."""
+    """Spool ``table`` as one file per UTC day (model servers); returns the segments."""
     micros = table.column("timestamp").cast(pa.int64()).to_numpy()
     days = micros // 86_400_000_000
-    segments = []
     unique_days = np.unique(days)
-    for day in unique_days:
-        part = table if len(unique_days) == 1 else table.filter(pa.array(days == day))
-        stamp = np.datetime64(int(day), "D").astype(str)
-        folder = partition(root, model, version, stamp)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{uuid.uuid4().hex}.parquet"
-        tmp = folder / f".{name}.tmp"
-        pq.write_table(part, tmp, **_WRITE_OPTIONS)
-        os.replace(tmp, folder / name)
-        ts = part.column("timestamp")
-        segments.append(
-            Segment(
-                model, version, str(folder / name), f"log:{name}", part.num_rows,
-                _py(pa.compute.min(ts)), _py(pa.compute.max(ts)),
-            )
-        )  # fmt: skip
-    return segments
-
-
-def _py(scalar: pa.Scalar) -> datetime | None:
-    value = scalar.as_py()
-    return value if isinstance(value, datetime) else None
+    return [
+        write_file(
+            root,
+            model,
+            version,
+            table if len(unique_days) == 1 else table.filter(pa.array(days == day)),
+        )
+        for day in unique_days
+    ]
 
 
 def check_schema(schema: pa.Schema, where: str) -> None:
@@ -132,63 +143,3 @@ def check_schema(schema: pa.Schema, where: str) -> None:
             f"{where}: unexpected columns {sorted(extra)}; feature columns are named "
             f"'{FEATURE_PREFIX}<name>'"
         )
-
-
-def spool_segment(path: Path, model: str) -> tuple[int, pa.Schema, str]:
-    """(version, schema, sha256) of a spool file, checked against the format."""
-    version = None
-    for part in path.parts:
-        if part.startswith("version="):
-            try:
-                version = int(part.split("=", 1)[1])
-            except ValueError:
-                version = None
-    if version is None:
-        raise InvalidArgument(
-            f"{path}: no version=<n> folder in the path; spool files live under "
-            "model=<name>/version=<n>/date=<YYYY-MM-DD>/"
-        )
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise InvalidArgument(f"{path}: not a readable Parquet file ({e})") from e
-    check_schema(schema, str(path))
-    with open(path, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
-    return version, schema, digest
-
-
-def copy_in(root: Path, src: Path, model: str, version: int, digest: str) -> Segment:
-    """Copy a checked spool file into the log store (the spool may be rotated away)."""
-    meta = pq.read_metadata(src)
-    table = pq.read_table(src, columns=["timestamp"])
-    ts = table.column("timestamp")
-    day = "unknown"
-    if table.num_rows:
-        first = pa.compute.min(ts).as_py()
-        day = first.strftime("%Y-%m-%d")
-    folder = partition(root, model, version, day)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"spool-{digest[:32]}.parquet"
-    tmp = folder / f".{target.name}.tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, target)
-    return Segment(
-        model, version, str(target), f"sha256:{digest}", meta.num_rows,
-        _py(pa.compute.min(ts)) if table.num_rows else None,
-        _py(pa.compute.max(ts)) if table.num_rows else None,
-    )  # fmt: skip
-
-
-def read_sql(paths: list[str]) -> str:
-    """A DuckDB table expression over the given log files (model/version/date from paths)."""
-    if not paths:
-        return (
-            "(SELECT NULL::VARCHAR AS id, NULL::TIMESTAMPTZ AS timestamp, NULL::INTEGER AS "
-            "version WHERE FALSE)"
-        )
-    quoted = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    return (
-        f"read_parquet([{quoted}], hive_partitioning = true, union_by_name = true, "
-        "hive_types = {'version': INTEGER, 'date': DATE})"
-    )

@@ -35,13 +35,13 @@ CLASSIFICATION = ["accuracy", "precision", "recall", "f1", "roc_auc"]
 REGRESSION = ["mae", "rmse"]
 
 
-def compute_metrics(mon: Monitor, *, bucket: str, by: str | None, over: Any) -> pd.DataFrame:
+def compute_metrics(mon: Monitor, *, bucket: str, by: str | None, window: Any) -> pd.DataFrame:
     if by not in (None, "version"):
         raise InvalidArgument(f"by must be 'version' or None, got {by!r}")
     seconds = parse_span(bucket).total_seconds()
     if seconds <= 0:
         raise InvalidArgument(f"bucket {bucket!r} must be a positive duration")
-    selected = mon.window_sql(parse(over))
+    selected = mon.window_sql(parse(window))
     columns = OPS_COLUMNS if by else [c for c in OPS_COLUMNS if c != "version"]
     if selected is None:
         return pd.DataFrame(columns=[*columns, "labelled"])

@@ -28,6 +28,8 @@ from ..errors import InvalidArgument
 
 _SPAN_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# Longer spans reach before year 1 when subtracted from now: say so instead of overflowing.
+MAX_SPAN = timedelta(days=365 * 1000)
 
 
 def parse_span(text: str) -> timedelta:
@@ -43,7 +45,16 @@ def parse_span(text: str) -> timedelta:
             "such as '30m' or '24h'"
         )
     value, unit = match.groups()
-    return timedelta(**{_UNITS[unit]: float(value)})
+    try:
+        span = timedelta(**{_UNITS[unit]: float(value)})
+    except OverflowError:
+        span = timedelta.max
+    if span > MAX_SPAN:
+        raise InvalidArgument(
+            f"duration {text!r} is longer than {MAX_SPAN.days // 365} years; use 'all' for "
+            "every logged prediction"
+        )
+    return span
 
 
 def _ts(value: Any) -> datetime:
@@ -100,6 +111,12 @@ class Window:
             end = self.end.isoformat() if self.end else "now"
             return f"{start} .. {end}"
         return "all"
+
+    def bounds(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """(start, end) of the window in time, None where open (used to skip files)."""
+        if self.last is not None:
+            return now - parse_span(self.last), None
+        return self.start, self.end
 
     def sql(self, now: datetime) -> tuple[str, list[Any], int | None]:
         """(WHERE clause over ``timestamp``, parameters, newest-N limit or None)."""

@@ -172,7 +172,7 @@ class MonitoringView(View):
         self.refresh()
 
     def refresh(self) -> None:
-        frame = self.mon.metrics(self.bucket_select.value, over=self.window_select.value)
+        frame = self.mon.metrics(self.bucket_select.value, window=self.window_select.value)
         self.frame = frame
         if frame.empty:
             self._set("totals", render.note(f"no predictions in {self.window_select.label}"))

@@ -55,12 +55,14 @@ def test_array_features_take_names_from_the_signature(mon: mnb.Monitor) -> None:
     assert "feature.x2" in mon.predictions(version=2).columns
 
 
-def test_rows_are_partitioned_by_day(ws: mnb.Workspace, mon: mnb.Monitor) -> None:
+def test_a_call_over_many_days_is_one_file_under_its_first_day(
+    ws: mnb.Workspace, mon: mnb.Monitor
+) -> None:
     stamps = ["2026-11-01T23:59:00Z", "2026-11-02T00:01:00Z", "2026-11-02T10:00:00Z"]
     mon.log(np.zeros((3, 2)), [0, 1, 0], version=1, timestamps=stamps)
-    days = sorted(p.parent.name for p in _files(ws))
-    assert days == ["date=2026-11-01", "date=2026-11-02"]
+    assert [p.parent.name for p in _files(ws)] == ["date=2026-11-01"]
     assert mon.predictions(("2026-11-02", "2026-11-03"))["prediction"].tolist() == [1, 0]
+    assert mon.predictions(("2026-11-03", "2026-11-04")).empty
 
 
 @pytest.mark.parametrize(
@@ -163,6 +165,8 @@ def test_ingest_refuses_bad_files_and_adds_none(tmp_path: Path, mon: mnb.Monitor
     with pytest.raises(mnb.InvalidArgument, match="no version 9"):
         mon.ingest(spool)
     assert mon.predictions().empty
+    for f in (spool / "model=churn" / "version=9").rglob("*.parquet"):
+        f.unlink()
     broken = spool / "model=churn" / "version=1" / "date=2026-11-20" / "broken.parquet"
     broken.write_bytes(b"not parquet")
     with pytest.raises(mnb.InvalidArgument, match="not a readable Parquet file"):
