@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from .. import query
 from ..errors import InvalidArgument, VersionNotFound
-from . import logstore
+from . import logstore, s3spool
 from .windows import Window, parse
 
 if TYPE_CHECKING:
@@ -317,7 +317,11 @@ class Monitor:
 
         Every file is checked before any is added; files already ingested are skipped.
         Returns one row per file found, saying whether it was added.
+        ``path`` may be ``s3://bucket/prefix`` (see :mod:`.s3spool`).
         """
+        if str(path).startswith("s3://"):
+            with s3spool.downloaded(str(path), self.model, self._ws._s3_options) as local:
+                return self.ingest(local)
         root = Path(path).expanduser()
         if not root.exists():
             raise InvalidArgument(f"spool folder {str(root)!r} does not exist")

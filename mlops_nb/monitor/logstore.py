@@ -18,6 +18,7 @@ prediction     bool, int64, float64 or string the model's output (null when erro
 confidence     float64, nullable              probability of the predicted class
 latency_ms     float64, nullable              time to answer, in milliseconds
 error          string, nullable               why the request failed, if it did
+misfit         string, nullable               JSON of values that did not fit their column
 feature.<name> bool, int*, float*, string     one typed column per input feature
 ============== ============================== =========================================
 
@@ -46,7 +47,7 @@ from ..errors import InvalidArgument
 
 FEATURE_PREFIX = "feature."
 REQUIRED = {"id": "string", "timestamp": "timestamp"}
-OPTIONAL = ("prediction", "confidence", "latency_ms", "error")
+OPTIONAL = ("prediction", "confidence", "latency_ms", "error", "misfit")
 _WRITE_OPTIONS = {"compression": "snappy", "use_dictionary": False}
 
 
