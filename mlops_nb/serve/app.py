@@ -101,6 +101,7 @@ class ModelServer:
                     flush_rows=spec.flush_rows, flush_seconds=spec.flush_seconds,
                     max_rows=spec.max_buffer_rows, types=log_types(spec.signature),
                     redactor=Redactor.of(spec.redact, spec.redact_key),
+                    retry_max=spec.spool_retry_max_s,
                 )  # fmt: skip
             self.predictor.load()
             self.metrics.bind_payload(self.payload_log)

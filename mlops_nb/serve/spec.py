@@ -45,6 +45,7 @@ class ServeSpec:
     stuck_after_s: float = 30.0
     # Not ready (and 503 instead of an unlogged answer) while the spool cannot be written.
     log_required: bool = False
+    spool_retry_max_s: float = 30.0  # backoff between failed spool writes grows to this
     # Per-feature redaction before the spool (see mlops_nb.serve.redact); by default the
     # version's `params["mlops.redact"]`. The HMAC key is better left to the environment.
     redact: dict[str, Any] | None = None

@@ -168,7 +168,9 @@ def test_broken_spool_never_fails_a_request_and_loses_nothing(
     version, _, X = churn_v
     spool = tmp_path / "not-a-folder"
     spool.write_text("a file where the spool folder should be")
-    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=0.1))
+    server = start(
+        ServeSpec.of(version, spool=str(spool), flush_seconds=0.1, spool_retry_max_s=1.0)
+    )
     ids = []
     for i in range(6):
         r = server.infer(one_row(X, i))
