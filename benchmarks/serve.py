@@ -66,7 +66,12 @@ CONCURRENCY = (1, 16, 64)
 # Lowest bare-endpoint / mlflow throughput ratio in shared NOTES ("6.4-7.6x"): without
 # mlflow, ">= 5x mlflow" is at least 5 / 6.4 of the bare endpoint.
 NOTES_BARE_OVER_MLFLOW = 6.4
-TARGETS = {"vs_mlflow": 5.0, "logging_cost": 0.10, "batching_c64": 1.5, "batching_c1": 0.95}
+TARGETS = {
+    "vs_mlflow": 5.0, "logging_cost": 0.10, "batching_c64": 1.5, "batching_c1": 0.95,
+    "handoff_c1": 0.95,
+}  # fmt: skip
+INLINE = "inline_logging_on_batching_on"
+REDACTED = "logging_redacted_batching_on"
 
 _children: list[subprocess.Popen[bytes]] = []
 SERVER_CORE: list[int | None] = [None]  # set by main()
@@ -618,14 +623,24 @@ def run(
 
     add("bare", [sys.executable, str(Path(__file__).resolve()), "_bare", str(tmp / "model.pkl")],
         INFER, "/ready", v2_bodies)  # fmt: skip
-    for logging_on in (True, False):
-        for batching in (True, False):
-            name = f"logging_{'on' if logging_on else 'off'}_batching_{'on' if batching else 'off'}"
-            spool = tmp / f"spool-{name}" if logging_on else None
-            spec = ServeSpec.of(version, spool=str(spool) if spool else None, batching=batching)
-            spec_path = spec.write(tmp / f"{name}.json")
-            cmd = [sys.executable, "-m", "mlops_nb.serve", "--spec", str(spec_path), "--port"]
-            add(name, cmd, INFER, "/v2/health/ready", v2_bodies, spool=spool, mlops=True)
+    variants: list[tuple[str, bool, dict[str, Any]]] = [
+        (f"logging_{'on' if lg else 'off'}_batching_{'on' if b else 'off'}", lg, {"batching": b})
+        for lg in (True, False)
+        for b in (True, False)
+    ]
+    # The worker pool (the default above) against the old inline path, and logging with
+    # per-feature redaction (a keyed hash, a coarse value, a dropped column).
+    variants += [
+        (INLINE, True, {"workers": 0}),
+        (REDACTED, True, {"redact": {"x0": "hash", "x1": {"coarse": 0.5}, "x2": "drop"},
+                          "redact_key": "bench-key"}),
+    ]  # fmt: skip
+    for name, logging_on, options in variants:
+        spool = tmp / f"spool-{name}" if logging_on else None
+        spec = ServeSpec.of(version, spool=str(spool) if spool else None, **options)
+        spec_path = spec.write(tmp / f"{name}.json")
+        cmd = [sys.executable, "-m", "mlops_nb.serve", "--spec", str(spec_path), "--port"]
+        add(name, cmd, INFER, "/v2/health/ready", v2_bodies, spool=spool, mlops=True)
     mlflow_note = None
     if importlib.util.find_spec("mlflow") is not None:
         # Not exercised on the machine this was written on (mlflow is not installed there).
@@ -698,6 +713,7 @@ def run(
         "its core: what it could drive if the server were not the limit"
     )
 
+    triton = triton_compare(by_port(servers, "logging_on_batching_on"), X, args)
     served = {s.name: scrape(s.port).get("requests_200", 0.0) for s in servers if s.mlops}
     log("stopping servers")
     for s in servers:
@@ -754,8 +770,21 @@ def run(
         x["p50_ms"] / y["p50_ms"]
         for x, y in zip(by_name[on_on].runs[1], by_name[on_off].runs[1], strict=True)
     ]
+    pool = {f"c{c}": round(paired(on_on, INLINE, c), 3) for c in args.concurrency}
+    pool_core = {f"c{c}": round(paired(on_on, INLINE, c, per_core=True), 3)
+                 for c in args.concurrency}  # fmt: skip
+    redacted_cost = 1 - paired(REDACTED, off_on, 16)
     targets = {
         "vs_mlflow_c16_logging_on_batching_on": {"target": ">= 5x mlflow", **vs_base},
+        "worker_pool_vs_inline": {
+            "ratio": pool, "ratio_per_core": pool_core, "target": ">= 0.95 at c=1",
+            "met": pool["c1"] >= TARGETS["handoff_c1"],
+        },
+        "logging_cost_c16_redacted": {
+            "cost": round(redacted_cost, 3), "target": "<= 0.10",
+            "met": redacted_cost <= TARGETS["logging_cost"],
+        },
+        "tritonclient_c16_binary_vs_json": triton,
         "logging_cost_c16_batching_on": {
             "cost": round(cost, 3), "cost_per_core": round(cost_core, 3), "target": "<= 0.10",
             "met": cost <= TARGETS["logging_cost"],
@@ -803,6 +832,63 @@ def run(
         "targets": targets,
         "contention": contention,
         "payload_log": payload_log,
+    }
+
+
+def by_port(servers: list[Server], name: str) -> int:
+    return next(s.port for s in servers if s.name == name)
+
+
+def triton_compare(port: int, X: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """tritonclient (its HTTP client, 16 requests in flight) in binary and in JSON mode.
+
+    The client runs in this process, on the load core; alternated rounds, median ratio.
+    """
+    try:
+        import tritonclient.http as triton
+    except ImportError:
+        return {"note": "tritonclient is not installed; not measured"}
+    import numpy as np
+
+    c = 16
+    client = triton.InferenceServerClient(f"127.0.0.1:{port}", concurrency=c)
+    rows = [np.asarray(X[i : i + 1], dtype=np.float64) for i in range(len(X))]
+
+    def one(i: int, binary: bool) -> Any:
+        tensor = triton.InferInput("input", [1, 4], "FP64")
+        tensor.set_data_from_numpy(rows[i % len(rows)], binary_data=binary)
+        outputs = [triton.InferRequestedOutput("predict", binary_data=binary)]
+        return client.async_infer(MODEL, [tensor], outputs=outputs)
+
+    def rate(binary: bool, seconds: float) -> float:
+        inflight = [one(i, binary) for i in range(c)]
+        done, i = 0, c
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            inflight.pop(0).get_result()
+            inflight.append(one(i, binary))
+            done, i = done + 1, i + 1
+        elapsed = time.perf_counter() - start
+        for r in inflight:
+            r.get_result()
+        return done / elapsed
+
+    try:
+        rate(True, args.warmup or 1)
+        rate(False, args.warmup or 1)
+        pairs = []
+        for _ in range(args.repeats):
+            b, j = rate(True, args.duration), rate(False, args.duration)
+            pairs.append((b, j))
+            log(f"tritonclient c=16 binary {b:7.1f} req/s, JSON {j:7.1f} req/s")
+    finally:
+        client.close()
+    return {
+        "binary_rps": round(statistics.median(b for b, _ in pairs), 1),
+        "json_rps": round(statistics.median(j for _, j in pairs), 1),
+        "ratio_binary_over_json": round(statistics.median(b / j for b, j in pairs), 3),
+        "note": "1-row FP64 requests through tritonclient.http (Python client, one core): "
+        "the client's own cost is part of each figure",
     }
 
 

@@ -75,11 +75,14 @@ class ModelServer:
         self.ready = False
         self.load_error: str | None = None
         self.metrics = ServerMetrics(spec.model, spec.version)
-        self.pool = WorkerPool(spec.workers)
+        # workers=0 is the old inline path (lone requests predicted on the event loop), kept
+        # only so benchmarks can measure the hand-off against it in the same run.
+        self._inline = spec.workers == 0
+        self.pool = WorkerPool(max(1, spec.workers))
         self.payload_log: PayloadLog | None = None
         self.batcher: Batcher[Batch, Outcome] | None = (
             Batcher(self.predictor.predict, lambda b: b.rows, self.pool.run,
-                    max_rows=spec.max_batch, concurrency=spec.workers,
+                    max_rows=spec.max_batch, concurrency=self.pool.workers,
                     on_batch=self.metrics.batch_sizes.observe)
             if spec.batching else None
         )  # fmt: skip
@@ -140,6 +143,8 @@ class ModelServer:
             if self._active > 1 or self.batcher.busy:
                 return await self.batcher(batch)
         self.metrics.batch_sizes.observe(batch.rows)
+        if self._inline:
+            return self.predictor.predict([batch])[0]
         return (await self.pool.run(self.predictor.predict, [batch]))[0]
 
     # -- HTTP ----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class ServeSpec:
     # Predictions run on `workers` threads; at most `max_queue` requests wait for one
     # (then 503 with Retry-After); a request waits at most `timeout_s` (then 504); a
     # predict running longer than `stuck_after_s` makes the server report not ready.
+    # (workers=0 predicts a lone request on the event loop: for benchmarks only.)
     workers: int = 2
     max_queue: int = 256
     timeout_s: float | None = 60.0
