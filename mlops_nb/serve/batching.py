@@ -7,11 +7,17 @@ free worker takes all of them (up to ``max_rows``) as one vectorized call. Under
 nothing waits; under load the batch grows with the queue. A batch that fails is retried
 request by request, so one bad request cannot fail the others. A request that gave up
 waiting (its timeout passed) is left out of the next batch.
+
+One batch runs at a time while batches are quick: two would split the queue into smaller
+batches and fight over the GIL. A second batch (up to ``concurrency``) starts only when
+the running one has taken longer than ``spill_after`` seconds, so a slow or hung batch
+does not hold up the requests queued behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -34,6 +40,7 @@ class Batcher(Generic[In, Out]):
         *,
         max_rows: int = 64,
         concurrency: int = 1,
+        spill_after: float = 0.05,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
@@ -41,7 +48,9 @@ class Batcher(Generic[In, Out]):
         self._execute = execute
         self.max_rows = max_rows
         self.concurrency = concurrency
+        self.spill_after = spill_after
         self._on_batch = on_batch
+        self._since: dict[int, float] = {}  # drainer -> when its running batch started
         self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
         self._running = 0
         # The loop keeps only a weak reference to a task: hold the draining ones.
@@ -60,12 +69,19 @@ class Batcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, future))
-        if self._running < self.concurrency:
+        if self._running < self.concurrency and (
+            self._running == 0 or self._oldest() > self.spill_after
+        ):
             self._running += 1
             task = loop.create_task(self._drain())
             self._drainers.add(task)
             task.add_done_callback(self._drainers.discard)
         return await future
+
+    def _oldest(self) -> float:
+        """Seconds the longest-running batch has run (0 before any has started)."""
+        now = time.monotonic()
+        return now - min(self._since.values(), default=now)
 
     def _take(self) -> list[tuple[In, asyncio.Future[Out]]]:
         taken: list[tuple[In, asyncio.Future[Out]]] = []
@@ -83,6 +99,7 @@ class Batcher(Generic[In, Out]):
         return taken
 
     async def _drain(self) -> None:
+        me = id(asyncio.current_task())
         try:
             while self._queue:
                 taken = self._take()
@@ -91,6 +108,7 @@ class Batcher(Generic[In, Out]):
                 inputs = [t[0] for t in taken]
                 if self._on_batch is not None:
                     self._on_batch(sum(self._size(i) for i in inputs))
+                self._since[me] = time.monotonic()
                 try:
                     outputs = await self._execute(self._run, inputs)
                     for (_, fut), out in zip(taken, outputs, strict=True):
@@ -111,4 +129,5 @@ class Batcher(Generic[In, Out]):
                             if not fut.done():
                                 fut.set_exception(e)
         finally:
+            self._since.pop(me, None)
             self._running -= 1
