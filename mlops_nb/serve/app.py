@@ -52,7 +52,7 @@ from .batching import Batcher
 from .metrics import ServerMetrics
 from .payload import PayloadLog
 from .predictor import Outcome, Predictor
-from .records import log_types
+from .records import chunk_of, log_types
 from .redact import Redactor
 from .spec import ServeSpec
 from .spool import open_spool
@@ -263,29 +263,8 @@ class ModelServer:
         ids = [base] if rows == 1 else [f"{base}-{i}" for i in range(rows)]
         if self.payload_log is None:
             return ids
-        prediction: np.ndarray[Any, Any] | None = None
-        confidence: np.ndarray[Any, Any] | float = np.nan
-        if outcome is not None:
-            prediction = outcome.prediction
-            if prediction.ndim > 1:
-                prediction = prediction.reshape(rows, -1)[:, 0]
-            if outcome.confidence is not None:
-                confidence = outcome.confidence
-        chunk: dict[str, Any] = {
-            "id": ids,
-            "timestamp": time.time_ns() // 1000,  # microseconds since the epoch, UTC
-            "prediction": prediction,
-            "confidence": confidence,
-            "latency_ms": latency_ms,
-        }
-        if error is not None:
-            chunk["error"] = error
-        for name, values in (batch.columns if batch is not None else {}).items():
-            if values.ndim == 2:
-                for k in range(values.shape[1]):
-                    chunk[f"feature.x{k}"] = values[:, k]
-            else:
-                chunk[f"feature.{name}"] = values
+        chunk = chunk_of(ids, batch.columns if batch is not None else {}, outcome, latency_ms,
+                         error)  # fmt: skip
         self.payload_log.add(chunk, rows)
         return ids
 

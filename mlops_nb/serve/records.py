@@ -17,6 +17,7 @@ model without a signature) is logged as null in its column and kept as text in t
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,39 @@ _FIXED_TYPES = {
     "error": pa.string(),
     MISFIT: pa.string(),
 }
+
+
+def chunk_of(
+    ids: list[str], columns: dict[str, np.ndarray[Any, Any]], outcome: Any, latency_ms: float,
+    error: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """One request's rows for the payload log; ``outcome`` is None when it failed."""
+    rows = len(ids)
+    prediction: np.ndarray[Any, Any] | None = None
+    confidence: np.ndarray[Any, Any] | float = np.nan
+    if outcome is not None:
+        prediction = outcome.prediction
+        if prediction is not None and prediction.ndim > 1:
+            prediction = prediction.reshape(rows, -1)[:, 0]
+        if outcome.confidence is not None:
+            confidence = outcome.confidence
+    chunk: dict[str, Any] = {
+        "id": ids,
+        "timestamp": time.time_ns() // 1000,  # microseconds since the epoch, UTC
+        "prediction": prediction,
+        "confidence": confidence,
+        "latency_ms": latency_ms,
+    }
+    if error is not None:
+        chunk["error"] = error
+    for name, values in columns.items():
+        if values.ndim == 2:
+            # One 2-D tensor: one column per feature, x0..x{k-1}, as the signature's order.
+            for k in range(values.shape[1]):
+                chunk[f"feature.x{k}"] = values[:, k]
+        else:
+            chunk[f"feature.{name}"] = values
+    return chunk
 
 
 def log_types(signature: dict[str, Any] | None) -> dict[str, pa.DataType]:
