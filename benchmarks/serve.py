@@ -776,6 +776,11 @@ def run(
         x["p50_ms"] / y["p50_ms"]
         for x, y in zip(by_name[on_on].runs[1], by_name[on_off].runs[1], strict=True)
     ]
+    handoff = handoff_cost()
+    inline_p50_us = 1000 * summarize(by_name[INLINE].runs[1])["p50_ms"]
+    handoff["share_of_inline_c1_p50"] = round(
+        (handoff["worker_pool_us_p50"] - handoff["inline_us_p50"]) / inline_p50_us, 4
+    )
     pool = {f"c{c}": round(paired(on_on, INLINE, c), 3) for c in args.concurrency}
     pool_core = {f"c{c}": round(paired(on_on, INLINE, c, per_core=True), 3)
                  for c in args.concurrency}  # fmt: skip
@@ -785,6 +790,7 @@ def run(
         "worker_pool_vs_inline": {
             "ratio": pool, "ratio_per_core": pool_core, "target": ">= 0.95 at c=1",
             "met": pool["c1"] >= TARGETS["handoff_c1"],
+            "handoff": handoff,
         },
         "logging_cost_c16_redacted": {
             "cost": round(redacted_cost, 3), "target": "<= 0.10",
@@ -839,6 +845,50 @@ def run(
         "contention": contention,
         "payload_log": payload_log,
     }
+
+
+def handoff_cost(rounds: int = 20_000) -> dict[str, Any]:
+    """The lone-request hand-off alone, in this process: median round trip of a no-op
+    through the server's WorkerPool, and through ``loop.run_in_executor`` for comparison,
+    against calling it inline. Medians of many calls are robust to a busy machine."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops_nb.serve.workers import WorkerPool
+
+    def noop(x: Any) -> Any:
+        return x
+
+    async def timed(call: Any) -> float:
+        samples = []
+        for _ in range(rounds):
+            t0 = time.perf_counter_ns()
+            await call()
+            samples.append(time.perf_counter_ns() - t0)
+        return statistics.median(samples) / 1000.0
+
+    async def main() -> dict[str, float]:
+        pool = WorkerPool(2)
+        executor = ThreadPoolExecutor(max_workers=1)
+        loop = asyncio.get_running_loop()
+
+        async def inline() -> Any:
+            return noop(1)
+
+        try:
+            return {
+                "inline_us_p50": await timed(inline),
+                "worker_pool_us_p50": await timed(lambda: pool.run(noop, 1)),
+                "run_in_executor_us_p50": await timed(
+                    lambda: loop.run_in_executor(executor, noop, 1)
+                ),
+            }
+        finally:
+            pool.close()
+            executor.shutdown()
+
+    figures = asyncio.run(main())
+    return {k: round(v, 1) for k, v in figures.items()}
 
 
 def by_port(servers: list[Server], name: str) -> int:

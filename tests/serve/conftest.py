@@ -196,7 +196,7 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"server not {what} in {timeout}s (last: {last!r}):\n{self.log()}")
 
-    def wait_ready(self, timeout: float = 45.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
         def done(r: httpx.Response) -> bool:
             if r.status_code == 503 and r.json().get("error"):
                 raise RuntimeError(f"model failed to load: {r.json()['error']}\n{self.log()}")
@@ -204,7 +204,7 @@ class Server:
 
         self._poll("/v2/health/ready", done, "ready", timeout)
 
-    def wait_load_failed(self, timeout: float = 45.0) -> httpx.Response:
+    def wait_load_failed(self, timeout: float = 180.0) -> httpx.Response:
         """The ready response once loading has failed (503 with the reason)."""
         return self._poll(
             "/v2/health/ready",
