@@ -15,7 +15,9 @@ What it does, in a temporary folder (removed afterwards):
      logging on/off (``spool=<dir>`` or ``None``) x batching on/off;
    * the baseline, a bare Starlette+uvicorn endpoint (``_bare`` below) that parses the same
      JSON body, builds a numpy array and calls the same fitted model's ``predict``;
-   * ``mlflow models serve`` (1 worker) only if ``mlflow`` is importable; else ``null``.
+   * ``mlflow models serve`` (1 worker) only if ``mlflow`` is importable; else ``null``;
+   * the same model server with ``workers=0`` (lone requests predicted inline on the event
+     loop, the old path) and with redaction (hash, coarse, drop) on its payload log.
 
 3. Drives each with 1-row V2 JSON bodies (``{"inputs": [{"name": "input", "shape": [1, 4],
    "datatype": "FP64", "data": [...]}]}``, cycling through the 150 iris rows) at
@@ -30,11 +32,15 @@ What it does, in a temporary folder (removed afterwards):
    the server's core is the limit) and, for the model servers, the mean rows per
    ``predict`` (from ``/metrics``) and that every served request reached the payload log.
 
+5. Drives the default server with ``tritonclient.http`` (16 requests in flight) in its
+   binary mode and in JSON mode, alternating rounds.
+
 Targets (each with ``met``): with payload logging and batching on, at concurrency 16,
 >= 5x ``mlflow models serve`` (without mlflow: the ratio to the bare endpoint is reported
 and ``met`` is null; ``proxy_met`` uses 5 / 6.4, the lowest bare/mlflow ratio measured in
 shared NOTES); logging costs <= 10% (on vs off, batching on, c=16); batching >= 1.5x at
-c=64 (on vs off, logging on) and no slower than 5% at c=1.
+c=64 (on vs off, logging on) and no slower than 5% at c=1; the worker pool no slower than
+5% than the inline path at c=1; logging with redaction costs <= 10%.
 """
 
 from __future__ import annotations
@@ -66,7 +72,12 @@ CONCURRENCY = (1, 16, 64)
 # Lowest bare-endpoint / mlflow throughput ratio in shared NOTES ("6.4-7.6x"): without
 # mlflow, ">= 5x mlflow" is at least 5 / 6.4 of the bare endpoint.
 NOTES_BARE_OVER_MLFLOW = 6.4
-TARGETS = {"vs_mlflow": 5.0, "logging_cost": 0.10, "batching_c64": 1.5, "batching_c1": 0.95}
+TARGETS = {
+    "vs_mlflow": 5.0, "logging_cost": 0.10, "batching_c64": 1.5, "batching_c1": 0.95,
+    "handoff_c1": 0.95,
+}  # fmt: skip
+INLINE = "inline_logging_on_batching_on"
+REDACTED = "logging_redacted_batching_on"
 
 _children: list[subprocess.Popen[bytes]] = []
 SERVER_CORE: list[int | None] = [None]  # set by main()
@@ -618,14 +629,24 @@ def run(
 
     add("bare", [sys.executable, str(Path(__file__).resolve()), "_bare", str(tmp / "model.pkl")],
         INFER, "/ready", v2_bodies)  # fmt: skip
-    for logging_on in (True, False):
-        for batching in (True, False):
-            name = f"logging_{'on' if logging_on else 'off'}_batching_{'on' if batching else 'off'}"
-            spool = tmp / f"spool-{name}" if logging_on else None
-            spec = ServeSpec.of(version, spool=str(spool) if spool else None, batching=batching)
-            spec_path = spec.write(tmp / f"{name}.json")
-            cmd = [sys.executable, "-m", "mlops_nb.serve", "--spec", str(spec_path), "--port"]
-            add(name, cmd, INFER, "/v2/health/ready", v2_bodies, spool=spool, mlops=True)
+    variants: list[tuple[str, bool, dict[str, Any]]] = [
+        (f"logging_{'on' if lg else 'off'}_batching_{'on' if b else 'off'}", lg, {"batching": b})
+        for lg in (True, False)
+        for b in (True, False)
+    ]
+    # The worker pool (the default above) against the old inline path, and logging with
+    # per-feature redaction (a keyed hash, a coarse value, a dropped column).
+    variants += [
+        (INLINE, True, {"workers": 0}),
+        (REDACTED, True, {"redact": {"x0": "hash", "x1": {"coarse": 0.5}, "x2": "drop"},
+                          "redact_key": "bench-key"}),
+    ]  # fmt: skip
+    for name, logging_on, options in variants:
+        spool = tmp / f"spool-{name}" if logging_on else None
+        spec = ServeSpec.of(version, spool=str(spool) if spool else None, **options)
+        spec_path = spec.write(tmp / f"{name}.json")
+        cmd = [sys.executable, "-m", "mlops_nb.serve", "--spec", str(spec_path), "--port"]
+        add(name, cmd, INFER, "/v2/health/ready", v2_bodies, spool=spool, mlops=True)
     mlflow_note = None
     if importlib.util.find_spec("mlflow") is not None:
         # Not exercised on the machine this was written on (mlflow is not installed there).
@@ -698,6 +719,7 @@ def run(
         "its core: what it could drive if the server were not the limit"
     )
 
+    triton = triton_compare(by_port(servers, "logging_on_batching_on"), X, args)
     served = {s.name: scrape(s.port).get("requests_200", 0.0) for s in servers if s.mlops}
     log("stopping servers")
     for s in servers:
@@ -754,8 +776,27 @@ def run(
         x["p50_ms"] / y["p50_ms"]
         for x, y in zip(by_name[on_on].runs[1], by_name[on_off].runs[1], strict=True)
     ]
+    handoff = handoff_cost()
+    inline_p50_us = 1000 * summarize(by_name[INLINE].runs[1])["p50_ms"]
+    handoff["share_of_inline_c1_p50"] = round(
+        (handoff["worker_pool_us_p50"] - handoff["inline_us_p50"]) / inline_p50_us, 4
+    )
+    pool = {f"c{c}": round(paired(on_on, INLINE, c), 3) for c in args.concurrency}
+    pool_core = {f"c{c}": round(paired(on_on, INLINE, c, per_core=True), 3)
+                 for c in args.concurrency}  # fmt: skip
+    redacted_cost = 1 - paired(REDACTED, off_on, 16)
     targets = {
         "vs_mlflow_c16_logging_on_batching_on": {"target": ">= 5x mlflow", **vs_base},
+        "worker_pool_vs_inline": {
+            "ratio": pool, "ratio_per_core": pool_core, "target": ">= 0.95 at c=1",
+            "met": pool["c1"] >= TARGETS["handoff_c1"],
+            "handoff": handoff,
+        },
+        "logging_cost_c16_redacted": {
+            "cost": round(redacted_cost, 3), "target": "<= 0.10",
+            "met": redacted_cost <= TARGETS["logging_cost"],
+        },
+        "tritonclient_c16_binary_vs_json": triton,
         "logging_cost_c16_batching_on": {
             "cost": round(cost, 3), "cost_per_core": round(cost_core, 3), "target": "<= 0.10",
             "met": cost <= TARGETS["logging_cost"],
@@ -803,6 +844,120 @@ def run(
         "targets": targets,
         "contention": contention,
         "payload_log": payload_log,
+    }
+
+
+def handoff_cost(rounds: int = 20_000) -> dict[str, Any]:
+    """The lone-request hand-off alone, in this process: median round trip of a no-op
+    through the server's WorkerPool, and through ``loop.run_in_executor`` for comparison,
+    against calling it inline. Medians of many calls are robust to a busy machine."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlops_nb.serve.workers import WorkerPool
+
+    def noop(x: Any) -> Any:
+        return x
+
+    async def timed(call: Any) -> float:
+        samples = []
+        for _ in range(rounds):
+            t0 = time.perf_counter_ns()
+            await call()
+            samples.append(time.perf_counter_ns() - t0)
+        return statistics.median(samples) / 1000.0
+
+    async def main() -> dict[str, float]:
+        pool = WorkerPool(2)
+        executor = ThreadPoolExecutor(max_workers=1)
+        loop = asyncio.get_running_loop()
+
+        async def inline() -> Any:
+            return noop(1)
+
+        try:
+            return {
+                "inline_us_p50": await timed(inline),
+                "worker_pool_us_p50": await timed(lambda: pool.run(noop, 1)),
+                "run_in_executor_us_p50": await timed(
+                    lambda: loop.run_in_executor(executor, noop, 1)
+                ),
+            }
+        finally:
+            pool.close()
+            executor.shutdown()
+
+    figures = asyncio.run(main())
+    return {k: round(v, 1) for k, v in figures.items()}
+
+
+def by_port(servers: list[Server], name: str) -> int:
+    return next(s.port for s in servers if s.name == name)
+
+
+def triton_compare(port: int, X: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """tritonclient (its HTTP client, 16 requests in flight) in binary and in JSON mode.
+
+    The client runs in this process, on the load core; alternated rounds, median ratio.
+    """
+    try:
+        import tritonclient.http as triton
+    except ImportError:
+        return {"note": "tritonclient is not installed; not measured"}
+    import numpy as np
+
+    c = 16
+    client = triton.InferenceServerClient(f"127.0.0.1:{port}", concurrency=c)
+    rows = [np.asarray(X[i : i + 1], dtype=np.float64) for i in range(len(X))]
+
+    def one(i: int, binary: bool) -> Any:
+        tensor = triton.InferInput("input", [1, 4], "FP64")
+        tensor.set_data_from_numpy(rows[i % len(rows)], binary_data=binary)
+        outputs = [triton.InferRequestedOutput("predict", binary_data=binary)]
+        return client.async_infer(MODEL, [tensor], outputs=outputs)
+
+    errors = [0]
+
+    def settle(request: Any) -> bool:
+        # geventhttpclient does not retry a keep-alive connection the server closed
+        # while idle: count it and carry on rather than lose the whole run.
+        try:
+            request.get_result()
+            return True
+        except Exception:
+            errors[0] += 1
+            return False
+
+    def rate(binary: bool, seconds: float) -> float:
+        inflight = [one(i, binary) for i in range(c)]
+        done, i = 0, c
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            done += settle(inflight.pop(0))
+            inflight.append(one(i, binary))
+            i += 1
+        elapsed = time.perf_counter() - start
+        for r in inflight:
+            settle(r)
+        return done / elapsed
+
+    try:
+        rate(True, args.warmup or 1)
+        rate(False, args.warmup or 1)
+        pairs = []
+        for _ in range(args.repeats):
+            b, j = rate(True, args.duration), rate(False, args.duration)
+            pairs.append((b, j))
+            log(f"tritonclient c=16 binary {b:7.1f} req/s, JSON {j:7.1f} req/s")
+    finally:
+        client.close()
+    return {
+        "binary_rps": round(statistics.median(b for b, _ in pairs), 1),
+        "json_rps": round(statistics.median(j for _, j in pairs), 1),
+        "ratio_binary_over_json": round(statistics.median(b / j for b, j in pairs), 3),
+        "client_errors": errors[0],
+        "note": "1-row FP64 requests through tritonclient.http (Python client, one core): "
+        "the client's own cost is part of each figure",
     }
 
 

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from .. import query
 from ..errors import InvalidArgument
 from ..schema import migrate_monitoring
-from . import catalog, compact, convert, logstore
+from . import catalog, compact, convert, logstore, s3spool
 from .windows import Window, parse
 
 if TYPE_CHECKING:
@@ -279,8 +279,12 @@ class Monitor:
         Files ingested before are skipped by (path, size, mtime) without being read; all new
         files are added in one transaction, or none. ``after="delete"`` or ``"archive"``
         (to ``<spool>/.archive/``) removes them from the spool once catalogued. Returns one
-        row per spool file found, saying whether it was added.
+        row per spool file found, saying whether it was added. ``path`` may be
+        ``s3://bucket/prefix`` (see :mod:`.s3spool`): its files are fetched, then ingested.
         """
+        if str(path).startswith("s3://"):
+            with s3spool.downloaded(str(path), self.model, self._ws._s3_options) as local:
+                return self.ingest(local, after=after)
         from .ingest import ingest
 
         return ingest(self, path, after)

@@ -20,6 +20,7 @@ prediction     bool, int64, float64 or string the model's output (null when erro
 confidence     float64, nullable              probability of the predicted class
 latency_ms     float64, nullable              time to answer, in milliseconds
 error          string, nullable               why the request failed, if it did
+misfit         string, nullable               JSON of values that did not fit their column
 feature.<name> bool, int*, float*, string     one typed column per input feature
 ============== ============================== =========================================
 
@@ -47,7 +48,7 @@ from .convert import FEATURE_PREFIX
 __all__ = ["FEATURE_PREFIX", "Segment", "check_schema", "partition", "write", "write_file"]
 
 REQUIRED = {"id": "string", "timestamp": "timestamp"}
-OPTIONAL = ("prediction", "confidence", "latency_ms", "error")
+OPTIONAL = ("prediction", "confidence", "latency_ms", "error", "misfit")
 WRITE_OPTIONS = {"compression": "snappy", "use_dictionary": False, "row_group_size": 256 * 1024}
 # Rows per file written by log(), ingest and compaction: large enough for DuckDB to scan
 # fast, small enough that writing one never holds more than a few hundred MB.

@@ -1,66 +1,96 @@
 """Adaptive micro-batching: never wait for company, but share a predict when it is busy.
 
-A request that finds the model idle and no other request in flight is predicted at once,
-on the event loop (the server decides, see ``ModelServer.infer``): no thread hand-off for a
-lone request. Otherwise requests go through the batcher: those that arrive while a
-predict is running queue up, and the next predict takes all of them (up to ``max_rows``)
-as one vectorized call. Under no load nothing waits; under load the batch grows with the
-queue. A batch that fails is retried request by request, so one bad request cannot fail
-the others.
+A request that finds the model idle and no other request in flight goes straight to a
+worker thread (the server decides, see ``ModelServer.infer``). Otherwise requests go
+through the batcher: those that arrive while predicts are running queue up, and the next
+free worker takes all of them (up to ``max_rows``) as one vectorized call. Under no load
+nothing waits; under load the batch grows with the queue. A batch that fails is retried
+request by request, so one bad request cannot fail the others. A request that gave up
+waiting (its timeout passed) is left out of the next batch.
+
+One batch runs at a time while batches are quick: two would split the queue into smaller
+batches and fight over the GIL. A second batch (up to ``concurrency``) starts only when
+the running one has taken longer than ``spill_after`` seconds, so a slow or hung batch
+does not hold up the requests queued behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
+Execute = Callable[[Callable[[list[Any]], list[Any]], list[Any]], Awaitable[list[Any]]]
+
 
 class Batcher(Generic[In, Out]):
-    """Runs ``run(list_of_inputs) -> list_of_outputs`` on one worker thread."""
+    """Runs ``run(list_of_inputs) -> list_of_outputs`` through ``execute`` (a worker pool),
+    at most ``concurrency`` batches at a time."""
 
     def __init__(
         self,
         run: Callable[[list[In]], list[Out]],
         size: Callable[[In], int],
+        execute: Execute,
         *,
         max_rows: int = 64,
+        concurrency: int = 1,
+        spill_after: float = 0.05,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._run = run
         self._size = size
+        self._execute = execute
         self.max_rows = max_rows
+        self.concurrency = concurrency
+        self.spill_after = spill_after
         self._on_batch = on_batch
+        self._since: dict[int, float] = {}  # drainer -> when its running batch started
         self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
-        self._busy = False
-        # The loop keeps only a weak reference to a task: hold the draining one.
-        self._drainer: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-predict")
+        self._running = 0
+        # The loop keeps only a weak reference to a task: hold the draining ones.
+        self._drainers: set[asyncio.Task[None]] = set()
 
     @property
     def busy(self) -> bool:
         """A predict is running or requests are queued for one."""
-        return self._busy or bool(self._queue)
+        return self._running > 0 or bool(self._queue)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
 
     async def __call__(self, item: In) -> Out:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, future))
-        if not self._busy:
-            self._busy = True
-            self._drainer = loop.create_task(self._drain())
+        if self._running < self.concurrency and (
+            self._running == 0 or self._oldest() > self.spill_after
+        ):
+            self._running += 1
+            task = loop.create_task(self._drain())
+            self._drainers.add(task)
+            task.add_done_callback(self._drainers.discard)
         return await future
+
+    def _oldest(self) -> float:
+        """Seconds the longest-running batch has run (0 before any has started)."""
+        now = time.monotonic()
+        return now - min(self._since.values(), default=now)
 
     def _take(self) -> list[tuple[In, asyncio.Future[Out]]]:
         taken: list[tuple[In, asyncio.Future[Out]]] = []
         rows = 0
         while self._queue:
             item = self._queue[0]
+            if item[1].done():  # timed out while queued
+                self._queue.popleft()
+                continue
             n = self._size(item[0])
             if taken and rows + n > self.max_rows:
                 break
@@ -69,15 +99,18 @@ class Batcher(Generic[In, Out]):
         return taken
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+        me = id(asyncio.current_task())
         try:
             while self._queue:
                 taken = self._take()
+                if not taken:
+                    break
                 inputs = [t[0] for t in taken]
                 if self._on_batch is not None:
                     self._on_batch(sum(self._size(i) for i in inputs))
+                self._since[me] = time.monotonic()
                 try:
-                    outputs = await loop.run_in_executor(self._pool, self._run, inputs)
+                    outputs = await self._execute(self._run, inputs)
                     for (_, fut), out in zip(taken, outputs, strict=True):
                         if not fut.done():
                             fut.set_result(out)
@@ -89,19 +122,12 @@ class Batcher(Generic[In, Out]):
                         continue
                     for item, fut in taken:
                         try:
-                            out = (await loop.run_in_executor(self._pool, self._run, [item]))[0]
+                            out = (await self._execute(self._run, [item]))[0]
                             if not fut.done():
                                 fut.set_result(out)
                         except Exception as e:
                             if not fut.done():
                                 fut.set_exception(e)
         finally:
-            self._busy = False
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-def run_inline(run: Callable[[list[Any]], list[Any]], item: Any) -> Any:
-    """Without batching: one request, one predict, on the caller's thread."""
-    return run([item])[0]
+            self._since.pop(me, None)
+            self._running -= 1

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from ..registry import ModelVersion
 
 
+REDACT_PARAM = "mlops.redact"
+
+
 @dataclass(frozen=True)
 class ServeSpec:
     model: str
@@ -33,10 +36,27 @@ class ServeSpec:
     max_batch: int = 64
     max_body_bytes: int = 10 * 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
+    # Predictions run on `workers` threads; at most `max_queue` requests wait for one
+    # (then 503 with Retry-After); a request waits at most `timeout_s` (then 504); a
+    # predict running longer than `stuck_after_s` makes the server report not ready.
+    # (workers=0 predicts a lone request on the event loop: for benchmarks only.)
+    workers: int = 2
+    max_queue: int = 256
+    timeout_s: float | None = 60.0
+    stuck_after_s: float = 30.0
+    # Not ready (and 503 instead of an unlogged answer) while the spool cannot be written.
+    log_required: bool = False
+    spool_retry_max_s: float = 30.0  # backoff between failed spool writes grows to this
+    # Per-feature redaction before the spool (see mlops_nb.serve.redact); by default the
+    # version's `params["mlops.redact"]`. The HMAC key is better left to the environment.
+    redact: dict[str, Any] | None = None
+    redact_key: str | None = None
 
     @classmethod
     def of(cls, v: ModelVersion, **options: Any) -> ServeSpec:
         row = v.info()
+        if "redact" not in options and (row.get("params") or {}).get(REDACT_PARAM) is not None:
+            options["redact"] = row["params"][REDACT_PARAM]
         return cls(
             model=v.model,
             version=int(row["version"]),

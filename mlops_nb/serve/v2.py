@@ -1,18 +1,23 @@
-"""Open Inference Protocol (V2) request decoding and response encoding.
+"""Open Inference Protocol (V2) request decoding, as KServe, MLServer and Triton clients send.
 
-A request names input tensors with a shape, a datatype and row-major data::
+A request names input tensors with a shape, a datatype and data, flat (row-major) or
+nested as the shape::
 
     {"inputs": [{"name": "age", "shape": [2], "datatype": "INT64", "data": [31, 40]},
                 {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}]}
 
-For a model registered with a DataFrame example, each column is one input tensor of shape
-``[n]`` (or ``[n, 1]``); for an array example, one tensor ``input`` of shape ``[n, k]``.
-For convenience a body that is a plain JSON list of records (``[{"age": 31, ...}]``) or
-of rows (``[[1.0, 2.0], ...]``) is accepted too.
+A model registered with a DataFrame example expects one tensor per column ("columns"
+form), and accepts as well one 2-D tensor ``[n, k]`` of any name holding the k columns in
+signature order ("tensor" form: KServe's and Triton's usual request; MLServer's
+``parameters.content_type`` ``"np"`` says the same, ``"pd"`` says columns). A model
+registered with an array example expects one tensor ``[n, k]``, of any name. A plain JSON
+list of records (``[{"age": 31, ...}]``) or rows (``[[1.0, 2.0], ...]``) is accepted too.
+Tensor data may also come in the binary tensor extension (see :mod:`.binary`).
 
-Values must fit their datatype (no ``"1.5"`` for FP64, no ``1.5`` for INT64, strings for
-BYTES; ``null`` is a missing value for floats and strings), and numbers are converted to
-the signature's datatype, so the model and the payload log see one type per feature.
+Values are strict: a value outside its datatype's range (``-1`` as UINT8), a lossy
+conversion to the signature's datatype (FP16 or BOOL for FP64, ``1.5`` for INT64), and
+absurd shapes or nesting are refused with a :class:`BadRequest` naming the input and the
+rule, so the model never predicts on silently changed values.
 
 >>> batch = decode({"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64",
 ...                             "data": [1, 2, 3, 4]}]}, None)
@@ -22,40 +27,54 @@ the signature's datatype, so the model and the payload log see one type per feat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..signature import v2_datatype
+from . import values
+from .values import NUMPY_OF, BadRequest
 
-NUMPY_OF = {
-    "BOOL": np.bool_, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
-}  # fmt: skip
+__all__ = ["NUMPY_OF", "BadRequest", "Batch", "decode", "input_form"]
 
-
-class BadRequest(ValueError):
-    """The request does not fit the protocol or the model's signature (HTTP 400)."""
+MAX_DIMS = 8
 
 
 @dataclass
 class Batch:
-    """Decoded input: named columns of equal length, or one 2-D tensor named ``input``."""
+    """Decoded input: named columns of equal length, or one 2-D tensor."""
 
     columns: dict[str, np.ndarray[Any, Any]]
     rows: int
     request_id: str | None = None
+    # Output names the client asked for (None: the defaults), and those wanted in binary.
+    outputs: list[str] | None = None
+    binary_outputs: set[str] = field(default_factory=set)
 
 
-def _tensor(spec: Any, index: int) -> tuple[str, np.ndarray[Any, Any]]:
+def input_form(signature: dict[str, Any] | None) -> str:
+    """``"columns"`` (one tensor per column), ``"tensor"`` (one [n, k]) or ``"any"``."""
+    inputs = (signature or {}).get("inputs") or []
+    if not inputs:
+        return "any"
+    return "tensor" if len(inputs) == 1 and len(inputs[0]["shape"]) > 1 else "columns"
+
+
+def _tensor(spec: Any, index: int, blob: memoryview | None, offset: int) -> tuple[str, Any, int]:
     if not isinstance(spec, dict):
         raise BadRequest(f"inputs[{index}] must be an object with name, shape, datatype, data")
-    missing = [k for k in ("name", "shape", "datatype", "data") if k not in spec]
+    params = spec.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"inputs[{index}]: parameters must be an object")
+    size = params.get("binary_data_size")
+    wanted = (
+        ("name", "shape", "datatype") if size is not None else ("name", "shape", "datatype", "data")
+    )
+    missing = [k for k in wanted if k not in spec]
     if missing:
         raise BadRequest(f"inputs[{index}] is missing {', '.join(missing)}")
-    name, shape, datatype, data = spec["name"], spec["shape"], spec["datatype"], spec["data"]
+    name, shape, datatype = spec["name"], spec["shape"], spec["datatype"]
     if not isinstance(name, str) or not name:
         raise BadRequest(f"inputs[{index}]: name must be a non-empty string, got {name!r}")
     if not isinstance(datatype, str) or datatype not in NUMPY_OF:
@@ -66,84 +85,130 @@ def _tensor(spec: Any, index: int) -> tuple[str, np.ndarray[Any, Any]]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise BadRequest(f"input {name!r}: shape must be a list of non-negative integers")
-    arr = _array(name, datatype, data)
-    expected = int(np.prod(shape)) if shape else 1
+    if len(shape) > MAX_DIMS:
+        raise BadRequest(f"input {name!r}: shape {shape} has more than {MAX_DIMS} dimensions")
+    content = params.get("content_type")
+    if content not in (None, "np", "str", "pd"):
+        raise BadRequest(
+            f"input {name!r}: content_type {content!r} is not supported; use 'np' or 'str'"
+        )
+    # Python integers: a shape like [2**62, 2**62] must not overflow into a wrong count.
+    expected = math.prod(shape)
+    if size is not None:
+        if blob is None:
+            raise BadRequest(
+                f"input {name!r}: binary_data_size given but the request has no binary part; "
+                "send the Inference-Header-Content-Length header"
+            )
+        arr, offset = values.from_binary(name, datatype, shape, size, blob, offset)
+    else:
+        arr = values.from_json(name, datatype, shape, spec["data"])
     if arr.size != expected:
         raise BadRequest(f"input {name!r}: shape {shape} needs {expected} values, got {arr.size}")
-    return name, arr.reshape(shape)
+    return name, arr.reshape(shape), offset
 
 
-# What JSON values fit each datatype kind; numpy would otherwise coerce silently
-# ("1.5" -> 1.5 for FP64, 1.5 -> 1 for INT64, "x" -> True for BOOL).
-_FITS = {"b": "boolean", "i": "integer", "u": "integer", "f": "numeric", "O": "string"}
+def _outputs(body: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
+    params = body.get("parameters") or {}
+    binary_all = isinstance(params, dict) and params.get("binary_data_output") is True
+    requested = body.get("outputs")
+    if requested is None:
+        return None, {"*"} if binary_all else set()
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    names = [o["name"] for o in requested]
+    binary = {
+        o["name"]
+        for o in requested
+        if binary_all or (o.get("parameters") or {}).get("binary_data") is True
+    }
+    return names, binary
 
 
-def _array(name: str, datatype: str, data: Any) -> np.ndarray[Any, Any]:
-    try:
-        loose = np.asarray(data)
-    except (TypeError, ValueError) as e:
-        raise BadRequest(f"input {name!r}: data must be a flat or evenly nested list: {e}") from e
-    dtype = np.dtype(NUMPY_OF[datatype])
-    if loose.size and not _fits(loose, dtype.kind):
-        raise BadRequest(
-            f"input {name!r}: data does not match datatype {datatype}: expected "
-            f"{_FITS[dtype.kind]} values, got {loose.ravel()[:3].tolist()!r}"
-        )
-    try:
-        with np.errstate(over="raise", invalid="raise"):
-            return np.asarray(loose, dtype=dtype)
-    except (TypeError, ValueError, OverflowError, FloatingPointError) as e:
-        raise BadRequest(f"input {name!r}: data does not match datatype {datatype}: {e}") from e
+def decode(body: Any, signature: dict[str, Any] | None, blob: bytes | None = None) -> Batch:
+    """A :class:`Batch` from a V2 request body (or a list of records or rows).
 
-
-def _fits(loose: np.ndarray[Any, Any], kind: str) -> bool:
-    got: str = loose.dtype.kind
-    if kind == "O":
-        return got == "U" or (
-            got == "O" and all(v is None or isinstance(v, str) for v in loose.flat)
-        )
-    if kind == "b":
-        return got == "b"
-    if kind in "iu":
-        # Whole numbers written as 40.0 are still integers.
-        return got in "iu" or (
-            got == "f" and bool(np.isfinite(loose).all()) and bool((loose % 1 == 0).all())
-        )
-    # Floats: numbers, and JSON null as a missing value (NaN).
-    return got in "iuf" or (
-        got == "O"
-        and all(
-            v is None or (isinstance(v, int | float) and not isinstance(v, bool))
-            for v in loose.flat
-        )
-    )
-
-
-def decode(body: Any, signature: dict[str, Any] | None) -> Batch:
-    """A :class:`Batch` from a V2 request body (or a list of records or rows)."""
+    ``blob`` is the binary part of a request sent with the binary tensor extension.
+    """
     expected = {i["name"]: i for i in (signature or {}).get("inputs", [])}
     if isinstance(body, list):
-        return _batch(_records(body, expected), expected, None)
+        return _batch(values.records(body, expected), expected, None)
     if not isinstance(body, dict) or "inputs" not in body:
         raise BadRequest("body must be a V2 inference request with 'inputs', or a JSON list")
     inputs = body["inputs"]
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest("'inputs' must be a non-empty list of tensors")
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("'parameters' must be an object")
+    content = params.get("content_type")
+    if content not in (None, "np", "pd"):
+        raise BadRequest(
+            f"content_type {content!r} is not supported; use 'np' (one tensor) or 'pd' "
+            "(one tensor per column)"
+        )
+    view = memoryview(blob) if blob is not None else None
+    offset = 0
     tensors: dict[str, np.ndarray[Any, Any]] = {}
     for i, spec in enumerate(inputs):
-        name, arr = _tensor(spec, i)
+        name, arr, offset = _tensor(spec, i, view, offset)
         if name in tensors:
             raise BadRequest(f"input {name!r} is given twice")
         tensors[name] = arr
-    if expected:
-        absent = [n for n in expected if n not in tensors]
-        if absent:
-            raise BadRequest(f"missing input(s) {absent}; the model expects {list(expected)}")
-        unknown = [n for n in tensors if n not in expected]
-        if unknown:
-            raise BadRequest(f"unknown input(s) {unknown}; the model expects {list(expected)}")
+    if view is not None and offset != len(view):
+        raise BadRequest(
+            f"the binary part holds {len(view)} bytes but the inputs' binary_data_size "
+            f"add up to {offset}"
+        )
+    tensors = _arrange(tensors, expected, content)
     request_id = body.get("id")
-    return _batch(tensors, expected, str(request_id) if request_id is not None else None)
+    outputs, binary = _outputs(body)
+    batch = _batch(tensors, expected, str(request_id) if request_id is not None else None)
+    batch.outputs, batch.binary_outputs = outputs, binary
+    return batch
+
+
+def _arrange(
+    tensors: dict[str, np.ndarray[Any, Any]], expected: dict[str, dict[str, Any]], content: Any
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Tensors in the form the signature expects, whichever form the client sent."""
+    form = input_form({"inputs": list(expected.values())})
+    if form == "any":
+        return tensors
+    if form == "tensor":
+        if len(tensors) != 1:
+            raise BadRequest(
+                f"the model expects one tensor of shape {next(iter(expected.values()))['shape']}"
+                f", got {len(tensors)} inputs {list(tensors)}"
+            )
+        # Clients name the tensor as they like ("input-0", "INPUT0"): any name will do.
+        return {next(iter(expected)): next(iter(tensors.values()))}
+    ((sent, arr),) = tensors.items() if len(tensors) == 1 else ((None, None),)
+    if (
+        sent is not None
+        and arr is not None
+        and content != "pd"
+        and (content == "np" or sent not in expected)
+    ):
+        k = len(expected)
+        if arr.ndim != 2 or arr.shape[1] != k:
+            raise BadRequest(
+                f"input {sent!r}: one tensor must have shape [n, {k}] (the model's {k} inputs "
+                f"{list(expected)} in that order), got {list(arr.shape)}"
+            )
+        return {n: arr[:, j] for j, n in enumerate(expected)}
+    absent = [n for n in expected if n not in tensors]
+    if absent:
+        raise BadRequest(
+            f"missing input(s) {absent}; the model expects {list(expected)}, or one tensor "
+            f"of shape [n, {len(expected)}] holding them in that order"
+        )
+    unknown = [n for n in tensors if n not in expected]
+    if unknown:
+        raise BadRequest(f"unknown input(s) {unknown}; the model expects {list(expected)}")
+    return tensors
 
 
 def _batch(
@@ -156,7 +221,7 @@ def _batch(
     for name, arr in tensors.items():
         want = expected.get(name)
         if want is not None:
-            arr = _conform(name, arr, want)
+            arr = values.conform(name, arr, want)
         if arr.ndim == 2 and arr.shape[1] == 1 and (want is None or len(want["shape"]) == 1):
             arr = arr[:, 0]
         if arr.ndim == 0:
@@ -170,93 +235,11 @@ def _batch(
     return Batch(columns, rows, request_id)
 
 
-def _conform(name: str, arr: np.ndarray[Any, Any], want: dict[str, Any]) -> np.ndarray[Any, Any]:
-    """Check a tensor against the signature; numbers become the signature's dtype, so the
-    model sees what it was trained on and the payload log keeps one type per feature."""
-    shape = want["shape"]
-    if len(shape) > 1 and (arr.ndim != len(shape) or list(arr.shape[1:]) != shape[1:]):
-        raise BadRequest(f"input {name!r}: expected shape {shape}, got {list(arr.shape)}")
-    if len(shape) == 1 and arr.ndim > 1 and list(arr.shape[1:]) != [1]:
-        raise BadRequest(
-            f"input {name!r}: expected shape {shape} (or [n, 1]), got {list(arr.shape)}"
-        )
-    target = np.dtype(NUMPY_OF.get(want["datatype"], np.object_))
-    actual_kind = arr.dtype.kind
-    numeric = {"i", "u", "f"}
-    if target.kind in numeric and actual_kind not in numeric | {"b"}:
-        raise BadRequest(
-            f"input {name!r}: expected datatype {want['datatype']}, got {v2_datatype(arr.dtype)}"
-        )
-    if target.kind == "O" and actual_kind != "O":
-        raise BadRequest(f"input {name!r}: expected BYTES (strings), got {v2_datatype(arr.dtype)}")
-    if target.kind in numeric and arr.dtype != target:
-        with np.errstate(all="ignore"):
-            converted = arr.astype(target)
-        # Integers must survive exactly (31.0 -> 31 is fine, 31.5 is not); floats may
-        # round to a narrower float.
-        if target.kind in "iu" and not np.array_equal(converted, arr):
-            raise BadRequest(
-                f"input {name!r}: expected datatype {want['datatype']}, got "
-                f"{v2_datatype(arr.dtype)} values that are not all {want['datatype']}"
-            )
-        arr = converted
-    return arr
-
-
-def _records(
-    body: list[Any], expected: dict[str, dict[str, Any]]
-) -> dict[str, np.ndarray[Any, Any]]:
-    if not body:
-        raise BadRequest("the list of records is empty")
-    if all(isinstance(r, dict) for r in body):
-        names = list(expected) or list(body[0])
-        absent = [n for n in names if n not in body[0]]
-        if absent:
-            raise BadRequest(f"records lack field(s) {absent}; the model expects {names}")
-        columns = {}
-        for n in names:
-            try:
-                values = [r[n] for r in body]
-            except KeyError as e:
-                raise BadRequest(f"a record lacks field {e.args[0]!r}") from e
-            datatype = expected[n]["datatype"] if n in expected else None
-            if datatype in NUMPY_OF:
-                columns[n] = _array(n, str(datatype), values)
-            else:
-                try:
-                    columns[n] = np.asarray(values)
-                except (TypeError, ValueError) as e:
-                    raise BadRequest(f"field {n!r}: values of uneven shape: {e}") from e
-        return columns
-    if all(isinstance(r, list) for r in body):
-        try:
-            arr = np.asarray(body, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise BadRequest(f"rows must be lists of numbers of equal length: {e}") from e
-        if arr.ndim != 2:
-            raise BadRequest("rows must be lists of numbers of equal length")
-        inputs = list(expected.values())
-        # A DataFrame signature (one [-1] tensor per column) takes one value per column.
-        if len(inputs) > 1 or (len(inputs) == 1 and len(inputs[0]["shape"]) == 1):
-            if arr.shape[1] != len(inputs):
-                raise BadRequest(
-                    f"rows have {arr.shape[1]} values; the model expects {len(inputs)}"
-                )
-            return {i["name"]: arr[:, k] for k, i in enumerate(inputs)}
-        name = inputs[0]["name"] if inputs else "input"
-        return {name: arr}
-    raise BadRequest("a JSON list body must hold records (objects) or rows (lists)")
-
-
-def tensor(name: str, values: np.ndarray[Any, Any]) -> dict[str, Any]:
-    """An output tensor in V2 form."""
-    datatype = v2_datatype(values.dtype)
-    flat = values.ravel()
-    if datatype == "BYTES":
-        data: list[Any] = [str(v) for v in flat]
-    elif flat.dtype.kind == "f" and np.isnan(flat).any():
-        # JSON has no NaN: a missing number is null.
-        data = [None if v != v else v for v in flat.tolist()]
-    else:
-        data = flat.tolist()
-    return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": data}
+def check_outputs(batch: Batch, available: list[str]) -> list[str]:
+    """The outputs to answer: those asked for, each one the model can give."""
+    if batch.outputs is None:
+        return [n for n in available if n != "probabilities"]
+    unknown = [n for n in batch.outputs if n not in available]
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; this model answers {available}")
+    return batch.outputs

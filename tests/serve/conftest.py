@@ -77,6 +77,22 @@ class Doubler:
         return out[x != 999.0]  # a bug: rows with x = 999 get no prediction at all
 
 
+class Sleepy:
+    """Sleeps ``max(x)`` seconds, then answers ``2 * x``: a slow or hung prediction on demand."""
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray[Any, Any]:
+        x = X["x"].to_numpy(dtype=float)
+        time.sleep(float(x.max()))
+        return x * 2.0
+
+
+class Lenient:
+    """Accepts anything (strings too) and answers the row count: a model without a signature."""
+
+    def predict(self, X: Any) -> np.ndarray[Any, Any]:
+        return np.zeros(len(X))
+
+
 def churn_frame(n: int = 60, seed: int = 7) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
     rng = np.random.default_rng(seed)
     X = pd.DataFrame(
@@ -105,18 +121,24 @@ def iris_model() -> tuple[LogisticRegression, np.ndarray[Any, Any]]:
     return LogisticRegression(max_iter=1000).fit(X, y), np.asarray(X, dtype=np.float64)
 
 
-def register_doubler(
-    ws: mnb.Workspace, name: str = "doubler", delay: float = 0.005
-) -> mnb.ModelVersion:
+def register_python(ws: mnb.Workspace, name: str, model: Any, **kw: Any) -> mnb.ModelVersion:
+    """Register an object of a class defined here with the python flavor."""
     # Pickle by value, as a class defined in a notebook is: the server cannot import tests.
     module = sys.modules[__name__]
     cloudpickle.register_pickle_by_value(module)
     try:
-        return ws.model(name).register(
-            Doubler(delay), flavor="python", input_example=pd.DataFrame({"x": [1.0, 2.0]})
-        )
+        return ws.model(name).register(model, flavor="python", **kw)
     finally:
         cloudpickle.unregister_pickle_by_value(module)
+
+
+def register_doubler(
+    ws: mnb.Workspace, name: str = "doubler", delay: float = 0.005
+) -> mnb.ModelVersion:
+    return register_python(ws, name, Doubler(delay), input_example=pd.DataFrame({"x": [1.0, 2.0]}))
+
+
+IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -174,7 +196,7 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"server not {what} in {timeout}s (last: {last!r}):\n{self.log()}")
 
-    def wait_ready(self, timeout: float = 45.0) -> None:
+    def wait_ready(self, timeout: float = 180.0) -> None:
         def done(r: httpx.Response) -> bool:
             if r.status_code == 503 and r.json().get("error"):
                 raise RuntimeError(f"model failed to load: {r.json()['error']}\n{self.log()}")
@@ -182,7 +204,7 @@ class Server:
 
         self._poll("/v2/health/ready", done, "ready", timeout)
 
-    def wait_load_failed(self, timeout: float = 45.0) -> httpx.Response:
+    def wait_load_failed(self, timeout: float = 180.0) -> httpx.Response:
         """The ready response once loading has failed (503 with the reason)."""
         return self._poll(
             "/v2/health/ready",
@@ -288,6 +310,14 @@ class Fleet:
         self.churn_v = ws.model("churn").register(self.churn_pipe, input_example=self.churn_X[:5])
         self.iris_v = ws.model("iris").register(self.iris_model, input_example=self.iris_X[:5])
         self.doubler_v = register_doubler(ws)
+        # Iris with a DataFrame example: four FP64 columns, as KServe's sklearn example has.
+        self.iris_frame = pd.DataFrame(self.iris_X, columns=IRIS_COLUMNS)
+        self.iris_df_model = LogisticRegression(max_iter=1000).fit(
+            self.iris_frame, load_iris().target
+        )
+        self.iris_df_v = ws.model("iris_df").register(
+            self.iris_df_model, input_example=self.iris_frame[:5]
+        )
         self.spool = root / "spool"
         # Started together: interpreter start-up and model loads overlap.
         self.churn = Server(ServeSpec.of(self.churn_v, max_body_bytes=4096), root / "churn")
@@ -298,7 +328,8 @@ class Fleet:
         self.doubler_unbatched = Server(
             ServeSpec.of(self.doubler_v, batching=False), root / "doubler-unbatched"
         )
-        self.servers = [self.churn, self.iris, self.doubler, self.doubler_unbatched]
+        self.iris_df = Server(ServeSpec.of(self.iris_df_v), root / "iris-df")
+        self.servers = [self.churn, self.iris, self.doubler, self.doubler_unbatched, self.iris_df]
 
 
 @pytest.fixture(scope="package")

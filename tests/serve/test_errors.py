@@ -48,6 +48,13 @@ def test_valid_body_is_accepted(churn: Server) -> None:
     assert churn.infer(churn_body()).status_code == 200
 
 
+def nested(depth: int) -> Any:
+    data: Any = [1.0]
+    for _ in range(depth):
+        data = [data]
+    return data
+
+
 BAD_TENSORS = {
     "shape does not match the data": (
         {"age": {"shape": [3], "datatype": "INT64", "data": [31, 40]}},
@@ -96,6 +103,50 @@ BAD_TENSORS = {
     "negative shape": (
         {"age": {"shape": [-2], "datatype": "INT64", "data": [1, 2]}},
         ("'age'", "non-negative"),
+    ),
+    "negative value as UINT8": (
+        {"age": {"shape": [2], "datatype": "UINT8", "data": [-1, 40]}},
+        ("'age'", "value -1 is out of range for UINT8 (0 to 255)"),
+    ),
+    "too large for INT8": (
+        {"age": {"shape": [2], "datatype": "INT8", "data": [200, 40]}},
+        ("'age'", "value 200 is out of range for INT8 (-128 to 127)"),
+    ),
+    "too large for FP16": (
+        {"score": {"shape": [2], "datatype": "FP16", "data": [1e6, 0.5]}},
+        ("'score'", "out of range for FP16"),
+    ),
+    "FP16 for an FP64 column": (
+        {"score": {"shape": [2], "datatype": "FP16", "data": [0.2, 0.9]}},
+        ("'score'", "expected datatype FP64, got FP16", "send FP32 or FP64"),
+    ),
+    "BOOL for an FP64 column": (
+        {"score": {"shape": [2], "datatype": "BOOL", "data": [True, False]}},
+        ("'score'", "expected datatype FP64, got BOOL"),
+    ),
+    "integers too large to be exact in FP64": (
+        {"score": {"shape": [2], "datatype": "INT64", "data": [2**60 + 1, 1]}},
+        ("'score'", "not exact in FP64"),
+    ),
+    "UINT64 beyond INT64": (
+        {"age": {"shape": [2], "datatype": "UINT64", "data": [2**63 + 5, 1]}},
+        ("'age'", "out of range for INT64"),
+    ),
+    "data nested otherwise than the shape": (
+        {"score": {"shape": [2], "datatype": "FP64", "data": [[0.2, 0.9]]}},
+        ("'score'", "nested as [1, 2] but shape is [2]"),
+    ),
+    "absurd shape": (
+        {"age": {"shape": [2**62, 2**62], "datatype": "INT64", "data": [1, 2]}},
+        ("'age'", f"needs {2**124} values, got 2"),
+    ),
+    "too many dimensions": (
+        {"age": {"shape": [1] * 9 + [2], "datatype": "INT64", "data": [1, 2]}},
+        ("'age'", "more than 8 dimensions"),
+    ),
+    "data nested deeper than numpy goes": (
+        {"score": {"shape": [2], "datatype": "FP64", "data": nested(70)}},
+        ("'score'", "flat or evenly nested"),
     ),
     "missing input": ({"score": None}, ("missing input", "'score'")),
     "unknown input": (
@@ -169,6 +220,14 @@ BAD_BODIES: dict[str, tuple[Any, tuple[str, ...]]] = {
 def test_bad_body_is_a_400_naming_the_problem(churn: Server, case: str) -> None:
     body, fragments = BAD_BODIES[case]
     assert_error(churn.infer(body), 400, *fragments)
+
+
+def test_json_nested_beyond_any_reason_is_a_400(fleet: Fleet) -> None:
+    deep = b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP64", "data": '
+    deep += b"[" * 200_000 + b"1" + b"]" * 200_000 + b"}]}"
+    r = fleet.iris.client.post("/v2/models/iris/infer", content=deep)
+    assert_error(r, 400, "nested too deeply")
+    assert fleet.iris.client.get("/v2/health/live").status_code == 200
 
 
 def test_invalid_json_is_a_400(churn: Server) -> None:

@@ -56,3 +56,28 @@ def test_metrics_are_valid_prometheus_text(fleet: Fleet) -> None:
 
     assert sample(families, "mlops_inflight_requests", "mlops_inflight_requests", **LABELS) == 0
     assert families["mlops_payloads_logged"].type == "gauge"
+
+
+def test_process_resources_in_metrics_and_stats(fleet: Fleet) -> None:
+    server = fleet.doubler
+    assert server.infer([{"x": 1.0}]).status_code == 200
+    families = server.metrics()
+    # The Prometheus process collector's names, so existing dashboards find them.
+    cpu = sample(families, "process_cpu_seconds", "process_cpu_seconds_total")
+    rss = sample(families, "process_resident_memory_bytes", "process_resident_memory_bytes")
+    assert cpu > 0 and rss > 10_000_000
+    # This client's keep-alive connection is open while it asks.
+    assert sample(families, "mlops_open_connections", "mlops_open_connections") >= 1
+
+    stats = server.client.get("/v2/health/stats").json()
+    assert set(stats) == {
+        "ready", "stuck", "inflight", "queue", "workers", "longest_predict_s", "payload",
+        "process",
+    }  # fmt: skip
+    assert (stats["ready"], stats["stuck"], stats["queue"]) == (True, False, 0)
+    assert stats["inflight"] == 0 and stats["payload"] is None
+    assert set(stats["process"]) == {"cpu_seconds", "rss_bytes", "open_connections"}
+    assert stats["process"]["rss_bytes"] > 10_000_000 and stats["process"]["open_connections"] >= 1
+
+    logged = fleet.iris.client.get("/v2/health/stats").json()["payload"]
+    assert set(logged) == {"written", "pending", "dropped", "failing", "last_error"}

@@ -30,11 +30,13 @@ def spool_rows(spool: Path) -> int:
 
 
 def payload_counts(server: Server) -> tuple[float, float]:
+    """(rows written, rows dropped for any reason)."""
     families = server.metrics()
-    return (
-        sample(families, "mlops_payloads_logged", "mlops_payloads_logged"),
-        sample(families, "mlops_payloads_dropped", "mlops_payloads_dropped"),
-    )
+    dropped = sum(
+        s.value for s in families["mlops_payloads_dropped"].samples
+        if s.name == "mlops_payloads_dropped"
+    )  # fmt: skip
+    return sample(families, "mlops_payloads_logged", "mlops_payloads_logged"), dropped
 
 
 def wait_for(check: Any, timeout: float = 15.0) -> None:
@@ -88,13 +90,14 @@ def test_spool_after_shutdown_holds_every_prediction(
     r = server.infer(records)  # one request, four rows
     sent.update(zip(r.json()["parameters"]["prediction_ids"], range(5, 9), strict=True))
     assert len(sent) == 9  # generated ids, unique even where a request id was given
-    assert server.infer({"inputs": []}).status_code == 400  # refused: not logged
+    # Refused, and logged as a request error (no features, no prediction).
+    assert server.infer({"inputs": []}).status_code == 400
     assert payload_counts(server) == (0.0, 0.0)
     assert spool_rows(spool) == 0
 
     server.stop()
 
-    assert spool_rows(spool) == 9
+    assert spool_rows(spool) == 10
     files = list(spool.rglob("*.parquet"))
     assert all(f.relative_to(spool).parts[:2] == ("model=churn", "version=1") for f in files)
     assert all(f.parent.name.startswith("date=") for f in files)
@@ -105,13 +108,17 @@ def test_spool_after_shutdown_holds_every_prediction(
         "prediction": "string",
         "confidence": "double",
         "latency_ms": "double",
+        "error": "string",
         "feature.age": "int64",
         "feature.plan": "string",
         "feature.score": "double",
     }
     added = ws.monitor("churn").ingest(spool)
-    assert added["added"].all() and added["rows"].sum() == 9
-    logged = ws.monitor("churn").predictions().set_index("id")
+    assert added["added"].all() and added["rows"].sum() == 10
+    everything = ws.monitor("churn").predictions().set_index("id")
+    (refused,) = everything.index[everything["error"].notna()]
+    assert everything.loc[refused, "error"].startswith("request: ")
+    logged = everything.drop(index=refused)
     assert sorted(logged.index) == sorted(sent)
     rows = [sent[pid] for pid in logged.index]
     expected = X.iloc[rows]
@@ -154,17 +161,41 @@ def test_time_flush_of_a_2d_input_logs_one_feature_per_column(fleet: Fleet, tmp_
         np.testing.assert_allclose(logged[f"feature.x{k}"], X[:, k])
 
 
-def test_broken_spool_never_fails_a_request(churn_v: Any, start: Any, tmp_path: Path) -> None:
+def test_broken_spool_never_fails_a_request_and_loses_nothing(
+    ws: mnb.Workspace, churn_v: Any, start: Any, tmp_path: Path
+) -> None:
+    """A spool that cannot be written is retried with backoff; once it can, every row lands."""
     version, _, X = churn_v
     spool = tmp_path / "not-a-folder"
     spool.write_text("a file where the spool folder should be")
-    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=0.1))
+    server = start(
+        ServeSpec.of(version, spool=str(spool), flush_seconds=0.1, spool_retry_max_s=1.0)
+    )
+    ids = []
     for i in range(6):
-        assert server.infer(one_row(X, i)).status_code == 200
-    wait_for(lambda: payload_counts(server) == (0.0, 6.0))
+        r = server.infer(one_row(X, i))
+        assert r.status_code == 200
+        ids.extend(r.json()["parameters"]["prediction_ids"])
+
+    def stats() -> dict[str, Any]:
+        return dict(server.client.get("/v2/health/stats").json()["payload"])
+
+    wait_for(lambda: stats()["failing"])
+    assert stats()["pending"] == 6 and stats()["dropped"] == {}
+    assert "NotADirectoryError" in str(stats()["last_error"]) or "FileExistsError" in str(
+        stats()["last_error"]
+    )
+    assert payload_counts(server) == (0.0, 0.0)
+    # Without log_required the replica stays ready while the spool is down.
     assert server.client.get("/v2/health/ready").status_code == 200
+
+    spool.unlink()  # the spool comes back
+    wait_for(lambda: stats()["written"] == 6, timeout=60)
+    assert stats() == {"written": 6, "pending": 0, "dropped": {}, "failing": False,
+                       "last_error": stats()["last_error"]}  # fmt: skip
     server.stop()
-    assert spool.read_text() == "a file where the spool folder should be"
+    ws.monitor("churn").ingest(spool)
+    assert sorted(ws.monitor("churn").predictions()["id"]) == sorted(ids)
 
 
 def test_full_buffer_drops_and_counts(
@@ -185,6 +216,11 @@ def test_full_buffer_drops_and_counts(
     # A four-row request does not fit in what is left either.
     assert server.infer(X.iloc[:4].to_dict(orient="records")).status_code == 200
     assert payload_counts(server) == (0.0, 6.0)
+    dropped = server.client.get("/v2/health/stats").json()["payload"]["dropped"]
+    assert dropped == {"buffer_full": 6}
+    families = server.metrics()
+    assert sample(families, "mlops_payloads_dropped", "mlops_payloads_dropped",
+                  reason="buffer_full") == 6  # fmt: skip
     server.stop()
     assert spool_rows(spool) == 3
     ws.monitor("churn").ingest(spool)
@@ -250,7 +286,7 @@ def test_failed_requests_are_logged_for_the_error_rate(
     table = pq.read_table(next(spool.rglob("*.parquet")))
     errors = table.column("error").to_pylist()
     assert sum(e is not None for e in errors) == 2
-    assert all("must not be negative" in e for e in errors if e is not None)
+    assert all(e.startswith("model: ") and "must not be negative" in e for e in errors if e)
     mon = ws.monitor("doubler")
     mon.ingest(spool)
     assert mon.metrics("1d")["error_rate"].tolist() == [pytest.approx(0.4)]

@@ -43,7 +43,11 @@ def test_health_live_and_ready(fleet: Fleet) -> None:
 def test_server_metadata(fleet: Fleet) -> None:
     r = fleet.churn.client.get("/v2")
     assert r.status_code == 200
-    assert r.json() == {"name": "mlops-nb", "version": mnb.__version__, "extensions": []}
+    assert r.json() == {
+        "name": "mlops-nb",
+        "version": mnb.__version__,
+        "extensions": ["binary_tensor_data"],
+    }
 
 
 @pytest.mark.parametrize("path", ["/v2/models/churn", "/v2/models/churn/versions/1"])
@@ -60,15 +64,29 @@ def test_model_metadata_publishes_the_signature(fleet: Fleet, path: str) -> None
             {"name": "plan", "datatype": "BYTES", "shape": [-1]},
             {"name": "score", "datatype": "FP64", "shape": [-1]},
         ],
-        "outputs": [{"name": "predict", "datatype": "BYTES", "shape": [-1]}],
-        "parameters": {"digest": info["digest"]},
+        "outputs": [
+            {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+            {"name": "confidence", "datatype": "FP64", "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]},
+        ],
+        "parameters": {
+            "digest": info["digest"],
+            "input_form": "columns",
+            "accepts": ["columns", "tensor"],
+            "content_types": ["np", "pd"],
+        },
     }
 
 
 def test_array_model_metadata_has_one_2d_input(fleet: Fleet) -> None:
     body = fleet.iris.client.get("/v2/models/iris").json()
     assert body["inputs"] == [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
-    assert body["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]}]
+    assert body["outputs"] == [
+        {"name": "predict", "datatype": "INT64", "shape": [-1]},
+        {"name": "confidence", "datatype": "FP64", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP64", "shape": [-1, 3]},
+    ]
+    assert body["parameters"]["input_form"] == "tensor"
 
 
 @pytest.mark.parametrize("path", ["/v2/models/churn/ready", "/v2/models/churn/versions/1/ready"])

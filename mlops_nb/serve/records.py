@@ -1,0 +1,198 @@
+"""Payload chunks into one Arrow table whose types follow the signature, losing no row.
+
+Requests are mostly a row or a few: per-chunk numpy calls would cost more than the rows
+themselves, so each column is gathered into one list and converted by Arrow in a single
+call. Per-request scalars (timestamp, latency, error) are broadcast here, off the request
+path. NaN becomes null (a missing confidence is missing, not a number).
+
+A value that does not fit its column's type (a string where numbers came before, for a
+model without a signature) is logged as null in its column and kept as text in the row's
+``misfit`` column (JSON: column -> value), so it never costs other rows their log.
+
+>>> t = table_of([{"id": ["a", "b"], "timestamp": 0, "feature.x": [1, "two"]}], {}, None)
+>>> t.column("feature.x").to_pylist(), t.column("misfit").to_pylist()
+([1, None], [None, '{"feature.x": "two"}'])
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .redact import Redactor
+from .values import NUMPY_OF
+
+MISFIT = "misfit"
+
+# The spool format's own columns keep their types even in a flush where all are missing.
+_FIXED_TYPES = {
+    "id": pa.string(),
+    "confidence": pa.float64(),
+    "latency_ms": pa.float64(),
+    "error": pa.string(),
+    MISFIT: pa.string(),
+}
+
+
+def chunk_of(
+    ids: list[str], columns: dict[str, np.ndarray[Any, Any]], outcome: Any, latency_ms: float,
+    error: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """One request's rows for the payload log; ``outcome`` is None when it failed."""
+    rows = len(ids)
+    prediction: np.ndarray[Any, Any] | None = None
+    confidence: np.ndarray[Any, Any] | float = np.nan
+    if outcome is not None:
+        prediction = outcome.prediction
+        if prediction is not None and prediction.ndim > 1:
+            prediction = prediction.reshape(rows, -1)[:, 0]
+        if outcome.confidence is not None:
+            confidence = outcome.confidence
+    chunk: dict[str, Any] = {
+        "id": ids,
+        "timestamp": time.time_ns() // 1000,  # microseconds since the epoch, UTC
+        "prediction": prediction,
+        "confidence": confidence,
+        "latency_ms": latency_ms,
+    }
+    if error is not None:
+        chunk["error"] = error
+    for name, values in columns.items():
+        if values.ndim == 2:
+            # One 2-D tensor: one column per feature, x0..x{k-1}, as the signature's order.
+            for k in range(values.shape[1]):
+                chunk[f"feature.x{k}"] = values[:, k]
+        else:
+            chunk[f"feature.{name}"] = values
+    return chunk
+
+
+def log_types(signature: dict[str, Any] | None) -> dict[str, pa.DataType]:
+    """Arrow types of the spool columns the signature fixes: prediction and features."""
+    sig = signature or {}
+    types: dict[str, pa.DataType] = {}
+
+    def arrow(datatype: str) -> pa.DataType:
+        dtype = np.dtype(NUMPY_OF.get(datatype, np.object_))
+        return pa.string() if dtype == np.object_ else pa.from_numpy_dtype(dtype)
+
+    outputs = sig.get("outputs") or []
+    if outputs:
+        types["prediction"] = arrow(outputs[0]["datatype"])
+    inputs = sig.get("inputs") or []
+    if len(inputs) == 1 and len(inputs[0]["shape"]) == 2 and inputs[0]["shape"][1] > 0:
+        for k in range(inputs[0]["shape"][1]):
+            types[f"feature.x{k}"] = arrow(inputs[0]["datatype"])
+    elif all(len(i["shape"]) == 1 for i in inputs):
+        for i in inputs:
+            types[f"feature.{i['name']}"] = arrow(i["datatype"])
+    return types
+
+
+def _type_of(values: list[Any]) -> pa.DataType:
+    """The type a column takes from the first value that came: what came before rules."""
+    for v in values:
+        if v is None or (isinstance(v, float) and v != v):
+            continue
+        if isinstance(v, bool | np.bool_):
+            return pa.bool_()
+        if isinstance(v, int | np.integer):
+            return pa.int64()
+        if isinstance(v, float | np.floating):
+            return pa.float64()
+        return pa.string()
+    return pa.string()
+
+
+def _fits(v: Any, dtype: pa.DataType) -> bool:
+    if pa.types.is_boolean(dtype):
+        return isinstance(v, bool | np.bool_)
+    if pa.types.is_integer(dtype):
+        whole = isinstance(v, float) and v.is_integer()
+        return (isinstance(v, int | np.integer) and not isinstance(v, bool)) or whole
+    if pa.types.is_floating(dtype):
+        return isinstance(v, int | float | np.number) and not isinstance(v, bool)
+    return isinstance(v, str)
+
+
+def _text(v: Any) -> Any:
+    return v if isinstance(v, str | int | float | bool) or v is None else str(v)
+
+
+def _column(
+    name: str,
+    flat: list[Any],
+    want: pa.DataType | None,
+    misfits: list[dict[str, Any] | None],
+    redacted: bool,
+) -> pa.Array:
+    try:
+        arr = pa.array(flat, from_pandas=True)
+        if pa.types.is_null(arr.type):
+            return arr.cast(want or pa.string())
+        if want is not None and arr.type != want:
+            arr = arr.cast(want)
+        return arr
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+            ValueError, OverflowError):  # fmt: skip
+        pass
+    # The slow path, value by value, only for a column with a value that does not fit.
+    target = want or _type_of(flat)
+    kept: list[Any] = []
+    for i, v in enumerate(flat):
+        if v is None or (isinstance(v, float) and v != v) or _fits(v, target):
+            kept.append(v)
+            continue
+        kept.append(None)
+        row = misfits[i] or {}
+        row[name] = "<redacted>" if redacted else _text(v)
+        misfits[i] = row
+    try:
+        return pa.array(kept, type=target, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+        # Out of range for the type (an int beyond int64): as text, nothing lost.
+        for i, v in enumerate(kept):
+            if v is not None:
+                row = misfits[i] or {}
+                row[name] = "<redacted>" if redacted else _text(v)
+                misfits[i] = row
+        return pa.nulls(len(kept), type=target)
+
+
+def table_of(
+    chunks: list[dict[str, Any]], types: dict[str, pa.DataType], redactor: Redactor | None
+) -> pa.Table:
+    """One Arrow table from many small chunks (see the module docstring)."""
+    names: list[str] = []
+    for chunk in chunks:
+        names.extend(n for n in chunk if n not in names)
+    counts = [len(chunk["id"]) for chunk in chunks]
+    misfits: list[dict[str, Any] | None] = [None] * sum(counts)
+    columns = {}
+    for name in names:
+        flat: list[Any] = []
+        for chunk, n in zip(chunks, counts, strict=True):
+            value = chunk.get(name)
+            if isinstance(value, list):
+                flat.extend(value)
+            elif isinstance(value, np.ndarray):
+                flat.extend(value.tolist())
+            else:
+                flat.extend([value] * n)
+        if name == "timestamp":
+            columns[name] = pa.array(flat, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+            continue
+        want = types.get(name, _FIXED_TYPES.get(name))
+        redacted = redactor is not None and redactor.covers(name)
+        columns[name] = _column(name, flat, want, misfits, redacted)
+    if any(m is not None for m in misfits):
+        columns[MISFIT] = pa.array(
+            [None if m is None else json.dumps(m, sort_keys=True) for m in misfits],
+            type=pa.string(),
+        )
+    table = pa.table(columns)
+    return redactor.apply(table) if redactor else table

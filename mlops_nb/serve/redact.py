@@ -1,0 +1,135 @@
+"""Per-feature redaction of logged payloads, applied before anything reaches the spool.
+
+A rule per input feature::
+
+    {"email": "drop",               # the column is not logged at all
+     "user_id": "hash",             # keyed HMAC-SHA256 (hex): equal values still join
+     "age": {"coarse": 10},         # numbers floored to a multiple of 10
+     "zip": {"prefix": 3}}          # strings cut to their first 3 characters
+
+The HMAC key comes from the environment (``MLOPS_NB_REDACT_KEY``) or the server spec's
+``redact_key``; it is never logged. The rules (not the key) are recorded in each spool
+file's Parquet metadata under ``mlops_nb.redaction``. A hashed feature is a string column,
+so drift treats it as categorical.
+
+>>> r = Redactor.of({"age": {"coarse": 10}, "email": "drop"}, None)
+>>> t = r.apply(pa.table({"feature.age": [37, 41], "feature.email": ["a@x", "b@y"]}))
+>>> t.column_names, t.column("feature.age").to_pylist()
+(['feature.age'], [30, 40])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..errors import InvalidArgument
+
+KEY_ENV = "MLOPS_NB_REDACT_KEY"
+METADATA_KEY = b"mlops_nb.redaction"
+_FEATURE = "feature."
+
+
+def _rule(feature: str, rule: Any) -> tuple[str, float | int | None]:
+    if rule in ("drop", "hash"):
+        return str(rule), None
+    if isinstance(rule, dict) and len(rule) == 1:
+        ((kind, arg),) = rule.items()
+        if (
+            kind == "coarse"
+            and isinstance(arg, int | float)
+            and not isinstance(arg, bool)
+            and arg > 0
+        ):
+            return "coarse", arg
+        if kind == "prefix" and isinstance(arg, int) and not isinstance(arg, bool) and arg >= 0:
+            return "prefix", arg
+    raise InvalidArgument(
+        f"redaction rule for {feature!r} is {rule!r}; use 'drop', 'hash', "
+        "{'coarse': <bin width > 0>} or {'prefix': <characters kept>}"
+    )
+
+
+class Redactor:
+    """Rules checked once; :meth:`apply` rewrites a payload table's feature columns."""
+
+    def __init__(self, rules: dict[str, tuple[str, float | int | None]], key: bytes | None) -> None:
+        if key is None and any(kind == "hash" for kind, _ in rules.values()):
+            raise InvalidArgument(
+                f"redaction hashes {sorted(f for f, r in rules.items() if r[0] == 'hash')} but "
+                f"no key is set: set {KEY_ENV} in the server's environment (or redact_key in "
+                "its spec), the same on every replica so hashes join"
+            )
+        self.rules = rules
+        self._key = key
+
+    @classmethod
+    def of(cls, config: dict[str, Any] | None, key: str | None) -> Redactor:
+        if config is not None and not isinstance(config, dict):
+            raise InvalidArgument(f"redact must be a dict of feature -> rule, got {config!r}")
+        rules = {str(f): _rule(str(f), r) for f, r in (config or {}).items()}
+        secret = key or os.environ.get(KEY_ENV)
+        return cls(rules, secret.encode() if secret else None)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def covers(self, column: str) -> bool:
+        return column.startswith(_FEATURE) and column[len(_FEATURE) :] in self.rules
+
+    def metadata(self) -> dict[bytes, bytes]:
+        described = {
+            f: kind if arg is None else f"{kind}:{arg}"
+            for f, (kind, arg) in sorted(self.rules.items())
+        }
+        for f, (kind, _) in self.rules.items():
+            if kind == "hash":
+                described[f] = "hmac-sha256"
+        return {METADATA_KEY: json.dumps(described, sort_keys=True).encode()}
+
+    def _hash(self, values: pa.Array) -> pa.Array:
+        assert self._key is not None
+        key = self._key
+        return pa.array(
+            [
+                None if v is None else hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()
+                for v in values.to_pylist()
+            ],
+            type=pa.string(),
+        )
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        if not self.rules:
+            return table
+        for feature, (kind, arg) in self.rules.items():
+            name = _FEATURE + feature
+            if name not in table.column_names:
+                continue
+            col = table.column(name).combine_chunks()
+            index = table.column_names.index(name)
+            if kind == "drop":
+                table = table.remove_column(index)
+                continue
+            if kind == "hash":
+                new = self._hash(col)
+            elif kind == "coarse" and (
+                pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+            ):
+                floored = pc.multiply(pc.floor(pc.divide(pc.cast(col, pa.float64()), arg)), arg)
+                new = (
+                    floored.cast(col.type, safe=False) if pa.types.is_integer(col.type) else floored
+                )
+            elif kind == "prefix" and pa.types.is_string(col.type):
+                new = pc.utf8_slice_codeunits(col, 0, int(arg or 0))
+            else:
+                # A rule that does not fit the column's type: keep nothing rather than the
+                # raw value.
+                new = pa.nulls(len(col), type=col.type)
+            table = table.set_column(index, name, new)
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), **self.metadata()})

@@ -1,0 +1,49 @@
+"""What a replica costs: CPU seconds, resident memory and open client connections.
+
+``/metrics`` carries them under the Prometheus process collector's names
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ...) plus
+``mlops_open_connections``; ``/v2/health/stats`` carries the same figures as JSON.
+
+>>> usage = Usage()
+>>> sorted(usage.snapshot())
+['cpu_seconds', 'open_connections', 'rss_bytes']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
+
+
+class Usage:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._process = psutil.Process()
+        if registry is not None:
+            ProcessCollector(registry=registry)
+            Gauge(
+                "mlops_open_connections", "Client TCP connections open to this server",
+                registry=registry,
+            ).set_function(self.open_connections)  # fmt: skip
+
+    def open_connections(self) -> int:
+        """Established TCP connections to this process's listening ports (clients in)."""
+        try:
+            conns = self._process.net_connections(kind="tcp")
+        except (psutil.Error, OSError):
+            return 0
+        listening = {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+        return sum(
+            1 for c in conns if c.status == psutil.CONN_ESTABLISHED and c.laddr.port in listening
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._process.oneshot():
+            cpu = self._process.cpu_times()
+            rss = self._process.memory_info().rss
+        return {
+            "cpu_seconds": round(cpu.user + cpu.system, 3),
+            "rss_bytes": int(rss),
+            "open_connections": self.open_connections(),
+        }

@@ -1,0 +1,106 @@
+"""Slow and hung models: predictions run on workers, so health answers and the rest flows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+
+import mlops_nb as mnb
+from mlops_nb.serve.spec import ServeSpec
+
+from .conftest import Server, Sleepy, register_python
+from .test_errors import assert_error
+from .test_payload import wait_for
+
+
+def body(x: float) -> dict[str, Any]:
+    return {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [x]}]}
+
+
+def sleepy(ws: mnb.Workspace) -> mnb.ModelVersion:
+    import pandas as pd
+
+    return register_python(ws, "sleepy", Sleepy(), input_example=pd.DataFrame({"x": [0.0]}))
+
+
+def in_background(server: Server, x: float, out: list[httpx.Response]) -> threading.Thread:
+    def call() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            out.append(c.post("/v2/models/sleepy/infer", json=body(x)))
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    return t
+
+
+def stats(server: Server) -> dict[str, Any]:
+    return dict(server.client.get("/v2/health/stats").json())
+
+
+def test_a_hung_prediction_leaves_health_and_other_requests_alone(
+    ws: mnb.Workspace, start: Any
+) -> None:
+    server = start(
+        ServeSpec.of(sleepy(ws), workers=2, timeout_s=3.0, stuck_after_s=1.0, batching=False)
+    )
+    slow: list[httpx.Response] = []
+    thread = in_background(server, 8.0, slow)
+    wait_for(lambda: stats(server)["longest_predict_s"] > 0)
+
+    # The loop is free: live answers well within a second, as do other requests.
+    for _ in range(5):
+        live = server.client.get("/v2/health/live", timeout=1.0)
+        assert (live.status_code, live.json()) == (200, {"live": True})
+    fast = server.infer(body(0.0))
+    assert fast.status_code == 200, fast.text
+    assert fast.json()["outputs"][0]["data"] == [0.0]
+
+    # Past stuck_after_s the replica says it is not ready, so a router stops sending.
+    wait_for(lambda: server.client.get("/v2/health/ready").status_code == 503)
+    ready = server.client.get("/v2/health/ready").json()
+    assert ready["ready"] is False and "stuck_after_s=1" in ready["error"]
+    assert stats(server)["stuck"] is True
+    assert server.client.get("/v2/health/live", timeout=1.0).status_code == 200
+
+    # The hung request itself gets a V2 error once timeout_s has passed.
+    thread.join(timeout=30)
+    (r,) = slow
+    assert_error(r, 504, "timeout_s=3")
+    # When the model finally returns, the worker is free and the replica ready again.
+    wait_for(lambda: server.client.get("/v2/health/ready").status_code == 200, timeout=30)
+    assert stats(server)["stuck"] is False
+
+
+def test_a_full_queue_answers_503_with_retry_after(ws: mnb.Workspace, start: Any) -> None:
+    server = start(ServeSpec.of(sleepy(ws), workers=1, max_queue=2, timeout_s=60, batching=False))
+    slow: list[httpx.Response] = []
+    thread = in_background(server, 4.0, slow)
+    wait_for(lambda: stats(server)["longest_predict_s"] > 0)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            calls = []
+            for _ in range(4):
+                calls.append(asyncio.create_task(client.post("/v2/models/sleepy/infer",
+                                                             json=body(0.0))))  # fmt: skip
+                # One at a time, so the queue fills in a known order.
+                deadline = time.monotonic() + 10
+                while not calls[-1].done() and time.monotonic() < deadline:
+                    if (await client.get("/v2/health/stats")).json()["inflight"] >= len(calls) + 1:
+                        break
+                    await asyncio.sleep(0.01)
+            return list(await asyncio.gather(*calls))
+
+    responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200, 200, 503, 503], [r.text for r in responses]
+    for r in responses:
+        if r.status_code == 503:
+            assert_error(r, 503, "max_queue")
+            assert r.headers["retry-after"] == "1"
+    thread.join(timeout=30)
+    assert slow[0].status_code == 200

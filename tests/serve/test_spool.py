@@ -1,0 +1,191 @@
+"""The payload log loses nothing it answered: misfits, a required log, S3, redaction."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+import mlops_nb as mnb
+from mlops_nb.serve.spec import ServeSpec
+
+from .conftest import Lenient, churn_model, register_python
+from .test_errors import assert_error
+from .test_payload import one_row, spool_rows, wait_for
+
+
+def tensor(name: str, datatype: str, data: list[Any]) -> dict[str, Any]:
+    return {"inputs": [{"name": name, "shape": [len(data)], "datatype": datatype, "data": data}]}
+
+
+def test_an_odd_value_costs_no_row_its_log(ws: mnb.Workspace, start: Any, tmp_path: Path) -> None:
+    """No signature: 50 numbers, one string, 50 numbers; all 101 rows land, typed."""
+    version = register_python(ws, "loose", Lenient())
+    assert version.signature is None
+    spool = tmp_path / "spool"
+    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=600))
+    bodies = [tensor("x", "FP64", [float(i)]) for i in range(50)]
+    bodies += [tensor("x", "BYTES", ["abc"])]
+    bodies += [tensor("x", "FP64", [float(i)]) for i in range(50, 100)]
+    for body in bodies:
+        assert server.infer(body).status_code == 200
+    server.stop()
+    assert spool_rows(spool) == 101
+    (file,) = spool.rglob("*.parquet")
+    table = pq.read_table(file)
+    assert str(table.schema.field("feature.x").type) == "double"
+    misfits = [m for m in table.column("misfit").to_pylist() if m is not None]
+    assert misfits == ['{"feature.x": "abc"}']
+    values = table.column("feature.x").to_pylist()
+    assert sorted(v for v in values if v is not None) == [float(i) for i in range(100)]
+    mon = ws.monitor("loose")
+    assert mon.ingest(spool)["rows"].sum() == 101
+
+
+def test_log_required_makes_the_replica_not_ready_instead_of_dropping(
+    churn_v: Any, start: Any, tmp_path: Path
+) -> None:
+    version, _, X = churn_v
+    spool = tmp_path / "blocked"
+    spool.write_text("a file where the spool folder should be")
+    server = start(
+        ServeSpec.of(version, spool=str(spool), flush_seconds=0.1, spool_retry_max_s=1.0, max_buffer_rows=3,
+                     log_required=True)
+    )  # fmt: skip
+    assert server.infer(one_row(X, 0)).status_code == 200
+    wait_for(lambda: server.client.get("/v2/health/ready").status_code == 503)
+    assert "payload log is required" in server.client.get("/v2/health/ready").json()["error"]
+    assert server.infer(one_row(X, 1)).status_code == 200
+    assert server.infer(one_row(X, 2)).status_code == 200
+    refused = server.infer(one_row(X, 3))  # would not fit in the buffer: not answered
+    assert_error(refused, 503, "payload log is required")
+    assert refused.headers["retry-after"] == "5"
+    payload = server.client.get("/v2/health/stats").json()["payload"]
+    assert (payload["pending"], payload["dropped"]) == (3, {})
+
+    spool.unlink()
+    wait_for(lambda: server.client.get("/v2/health/ready").status_code == 200, timeout=60)
+    assert server.infer(one_row(X, 3)).status_code == 200
+    server.stop()
+    assert spool_rows(spool) == 4
+
+
+@pytest.fixture
+def churn_v(ws: mnb.Workspace) -> tuple[mnb.ModelVersion, Any, pd.DataFrame]:
+    pipe, X = churn_model()
+    return ws.model("churn").register(pipe, input_example=X[:5]), pipe, X
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_spool_to_s3_and_ingest_from_it(tmp_path: Path, s3_endpoint: str, start: Any) -> None:
+    bucket = f"spool-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    options = {"endpoint_url": s3_endpoint}
+    with mnb.open(tmp_path / "ws.duckdb", s3_options=options) as ws:
+        pipe, X = churn_model()
+        version = ws.model("churn").register(pipe, input_example=X[:5])
+        # The bucket does not exist yet: writes fail and are retried, nothing is dropped.
+        server = start(
+            ServeSpec.of(
+                version, spool=f"s3://{bucket}/team/logs", flush_seconds=0.1, spool_retry_max_s=1.0
+            )
+        )
+        ids = []
+        for i in range(5):
+            r = server.infer(one_row(X, i))
+            assert r.status_code == 200
+            ids += r.json()["parameters"]["prediction_ids"]
+
+        def payload() -> dict[str, Any]:
+            return dict(server.client.get("/v2/health/stats").json()["payload"])
+
+        wait_for(lambda: payload()["failing"])
+        assert "NoSuchBucket" in str(payload()["last_error"])
+        s3.create_bucket(Bucket=bucket)
+        wait_for(lambda: payload()["written"] == 5, timeout=60)
+        server.stop()
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+        assert keys and all(k.startswith("team/logs/model=churn/version=1/date=") for k in keys)
+        assert all(k.endswith(".parquet") for k in keys)
+
+        mon = ws.monitor("churn")
+        added = mon.ingest(f"s3://{bucket}/team/logs")
+        assert added["added"].all() and added["rows"].sum() == 5
+        assert sorted(mon.predictions()["id"]) == sorted(ids)
+        assert mon.ingest(f"s3://{bucket}/team/logs")["added"].sum() == 0
+
+
+def test_redaction_before_the_spool(
+    ws: mnb.Workspace, start: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(3)
+    n = 40
+    X = pd.DataFrame({
+        "user_id": [f"u{i % 7}" for i in range(n)],
+        "email": [f"p{i}@example.com" for i in range(n)],
+        "plan": rng.choice(["basic", "plus", "pro"], n),
+        "age": rng.integers(18, 80, n),
+        "score": rng.random(n),
+    })  # fmt: skip
+    y = (X["score"] > 0.5).astype(int)
+    pipe = make_pipeline(
+        ColumnTransformer([("num", "passthrough", ["age", "score"])]), LogisticRegression()
+    ).fit(X, y)
+    rules = {"email": "drop", "user_id": "hash", "age": {"coarse": 10}, "plan": {"prefix": 2}}
+    # Configured on the version; the key comes from the server's environment.
+    version = ws.model("private").register(pipe, input_example=X[:5],
+                                           params={"mlops.redact": rules})  # fmt: skip
+    monkeypatch.setenv("MLOPS_NB_REDACT_KEY", "k-123")
+    spool = tmp_path / "spool"
+    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=600))
+    assert server.infer(X.to_dict(orient="records")).status_code == 200
+    server.stop()
+
+    (file,) = spool.rglob("*.parquet")
+    table = pq.read_table(file)
+    assert "feature.email" not in table.column_names
+    expected_hash = [
+        hmac.new(b"k-123", v.encode(), hashlib.sha256).hexdigest() for v in X["user_id"]
+    ]
+    assert table.column("feature.user_id").to_pylist() == expected_hash
+    assert table.column("feature.age").to_pylist() == (X["age"] // 10 * 10).tolist()
+    assert table.column("feature.plan").to_pylist() == [p[:2] for p in X["plan"]]
+    meta = json.loads(pq.read_schema(file).metadata[b"mlops_nb.redaction"])
+    assert meta == {"age": "coarse:10", "email": "drop", "plan": "prefix:2",
+                    "user_id": "hmac-sha256"}  # fmt: skip
+    raw = file.read_bytes()
+    assert b"example.com" not in raw and b"k-123" not in raw
+
+    mon = ws.monitor("private")
+    mon.ingest(spool)
+    report = mon.drift("last 1d", "last 1d", min_samples=10, store=False)
+    kinds = report.summary.set_index("feature")["kind"].to_dict()
+    assert kinds["user_id"] == "categorical" and kinds["age"] == "numeric"
+
+
+def test_hashing_without_a_key_is_a_clear_load_error(
+    ws: mnb.Workspace, start: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLOPS_NB_REDACT_KEY", raising=False)
+    pipe, X = churn_model()
+    version = ws.model("churn").register(pipe, input_example=X[:5])
+    spec = ServeSpec.of(version, spool=str(tmp_path / "spool"), redact={"plan": "hash"})
+    server = start(spec, ready=False)
+    failed = server.wait_load_failed()
+    assert failed.status_code == 503
+    assert "MLOPS_NB_REDACT_KEY" in failed.json()["error"]
+    bad = ServeSpec.of(version, spool=str(tmp_path / "spool"), redact={"plan": "blur"})
+    error = start(bad, ready=False).wait_load_failed().json()["error"]
+    assert "'plan'" in error and "'drop', 'hash'" in error

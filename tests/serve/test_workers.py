@@ -1,0 +1,102 @@
+"""The worker pool and the batcher on their own: hand-off, stuck detection, spill-over."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from mlops_nb.serve.batching import Batcher
+from mlops_nb.serve.workers import WorkerPool
+
+DEADLINE = 30.0
+
+
+async def until(check: object, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not {what} within {DEADLINE}s")
+        await asyncio.sleep(0.005)
+
+
+def test_pool_runs_off_the_loop_and_reports_a_stuck_job() -> None:
+    pool = WorkerPool(2)
+    release = threading.Event()
+    loop_thread = threading.get_ident()
+
+    def hang(_: object) -> int:
+        release.wait(DEADLINE)
+        return threading.get_ident()
+
+    async def main() -> None:
+        job = asyncio.ensure_future(pool.run(hang, None))
+        await until(lambda: pool.running == 1, "running")
+        # The loop is free meanwhile: another job runs on the other thread.
+        assert await pool.run(lambda x: x * 2, 21) == 42
+        await until(lambda: pool.stuck(0.01), "stuck")
+        assert not pool.stuck(DEADLINE * 10)
+        release.set()
+        assert await job != loop_thread
+        assert not pool.stuck(0.01) and pool.backlog == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        pool.close()
+
+
+def test_pool_passes_errors_and_refuses_no_workers() -> None:
+    pool = WorkerPool(1)
+
+    def boom(_: object) -> None:
+        raise KeyError("x")
+
+    try:
+        with pytest.raises(KeyError):
+            asyncio.run(pool.run(boom, None))
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match="at least 1"):
+        WorkerPool(0)
+
+
+@pytest.mark.parametrize("spill_after", [0.0, 1e9])
+def test_a_second_batch_starts_only_when_the_first_is_slow(spill_after: float) -> None:
+    pool = WorkerPool(2)
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if items == [0]:
+            release.wait(DEADLINE)
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(
+        run, lambda _: 1, pool.run, concurrency=2, spill_after=spill_after
+    )
+
+    async def main() -> None:
+        first = asyncio.ensure_future(batcher(0))
+        await until(lambda: pool.running == 1, "running")
+        second = asyncio.ensure_future(batcher(1))
+        await asyncio.sleep(0)  # let it enqueue
+        if spill_after == 0.0:
+            # The first batch is "slow" at once: a second drainer serves the queue.
+            assert await second == 10
+            assert not first.done()
+        else:
+            assert batcher._running == 1 and batcher.queued == 1
+        release.set()
+        assert await first == 0 and await second == 10
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        pool.close()
+    assert batches == [[0], [1]]
