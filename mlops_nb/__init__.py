@@ -13,6 +13,7 @@ from .errors import (
     ArtifactMissing,
     DeploymentError,
     DeploymentNotFound,
+    DestinationExists,
     DuplicateLabel,
     FlavorError,
     IntegrityError,
@@ -28,7 +29,10 @@ from .errors import (
     StorageError,
     VersionNotFound,
     WorkspaceBusy,
+    WorkspaceCorrupt,
     WorkspaceError,
+    WorkspaceFull,
+    WorkspaceMissing,
 )
 from .events import Event
 from .monitor.windows import Window
@@ -49,6 +53,7 @@ __all__ = [
     "Deployment",
     "DeploymentError",
     "DeploymentNotFound",
+    "DestinationExists",
     "DriftReport",
     "DuplicateLabel",
     "Event",
@@ -74,7 +79,10 @@ __all__ = [
     "Window",
     "Workspace",
     "WorkspaceBusy",
+    "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceFull",
+    "WorkspaceMissing",
     "__version__",
     "open",
 ]

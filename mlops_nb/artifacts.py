@@ -6,7 +6,13 @@ version digest is the sha256 of the manifest's canonical JSON, which is stored a
 too, so an artifact store on its own says what every version contains.
 
 Fetching verifies every byte against the manifest before a caller sees the file: a
-tampered or truncated blob raises :class:`~mlops_nb.errors.IntegrityError`.
+tampered or truncated blob raises :class:`~mlops_nb.errors.IntegrityError`. Storing a
+blob whose key exists checks the stored bytes first and rewrites a damaged copy, so
+registering again repairs what an earlier fetch reported.
+
+Files in flight (``.incoming/`` of a local store, ``mlops-nb-stage-*`` staging folders)
+are named after the host and process that wrote them; a store sweeps those of processes
+that are gone (killed mid-registration) when it is opened.
 
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -20,16 +26,21 @@ tampered or truncated blob raises :class:`~mlops_nb.errors.IntegrityError`.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import ArtifactMissing, IntegrityError, InvalidArgument, StorageError
+from .errors import ArtifactError, ArtifactMissing, IntegrityError, InvalidArgument, StorageError
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -55,6 +66,68 @@ def _blob_key(hexdigest: str) -> str:
     return f"blobs/sha256/{hexdigest[:2]}/{hexdigest}"
 
 
+# Leftovers of another host are removed only when this old (its process may be alive).
+_FOREIGN_LEFTOVER_AGE = 86_400.0
+_STAGE_PREFIX = "mlops-nb-stage-"
+
+
+def _owner_tag() -> str:
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}-"
+
+
+def _is_stale(name: str, path: Path) -> bool:
+    """Whether a ``<host>-<pid>-...`` leftover belongs to a process that is gone."""
+    host, _, rest = name.partition("-")
+    pid_text = rest.partition("-")[0]
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except OSError:
+        return False
+    if host != socket.gethostname().replace("-", "_") or not pid_text.isdigit():
+        return age > _FOREIGN_LEFTOVER_AGE
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, owned by another user
+    return False
+
+
+def _sweep(folder: Path, prefix: str = "") -> list[Path]:
+    """Remove the leftovers of dead processes in ``folder``; returns what went."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if not entry.name.startswith(prefix) or not _is_stale(entry.name[len(prefix) :], entry):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+@contextlib.contextmanager
+def staging() -> Iterator[Path]:
+    """A private folder for files on their way into a store, removed afterwards; one left
+    by a killed process is swept by :func:`sweep_staging`."""
+    path = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX + _owner_tag()))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_staging() -> list[Path]:
+    """Remove staging folders of processes on this machine that are gone."""
+    return _sweep(Path(tempfile.gettempdir()), _STAGE_PREFIX)
+
+
 class ArtifactStore:
     """Shared logic; subclasses move bytes to and from one place."""
 
@@ -70,32 +143,63 @@ class ArtifactStore:
     def _download(self, key: str, dest: Path) -> None:
         raise NotImplementedError
 
+    def _intact(self, key: str, hexdigest: str, size: int) -> bool:
+        """Whether the blob stored under ``key`` has exactly these bytes."""
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
     # -- content addressing --------------------------------------------------------------
-    def put_blob(self, path: Path) -> tuple[str, int]:
-        """Store one file; returns (hex sha256, size). Existing blobs are not rewritten."""
+    def put_blob(self, path: Path) -> tuple[str, int, bool]:
+        """Store one file; returns (hex sha256, size, whether the key was written).
+
+        An existing blob is kept when its bytes match and rewritten when they do not (a
+        damaged copy is repaired, not reused).
+        """
         digest = sha256_file(path)
+        size = path.stat().st_size
         key = _blob_key(digest)
-        if not self._exists(key):
-            self._upload(path, key)
-        return digest, path.stat().st_size
+        if self._exists(key) and self._intact(key, digest, size):
+            return digest, size, False
+        self._upload(path, key)
+        return digest, size, True
 
     def put_files(
-        self, files: dict[str, Path], roles: dict[str, str], extra: dict[str, Any] | None = None
+        self,
+        files: dict[str, Path],
+        roles: dict[str, str],
+        extra: dict[str, Any] | None = None,
+        written: list[str] | None = None,
     ) -> dict[str, Any]:
-        """Store files under their relative names; returns the manifest (also stored)."""
+        """Store files under their relative names; returns the manifest (also stored).
+
+        The hex digests of blobs this call wrote are appended to ``written``, so a caller
+        whose next step fails can :meth:`discard` them.
+        """
         entries = []
         for rel in sorted(files):
             src = Path(files[rel])
             if not src.is_file():
                 raise ArtifactMissing(f"artifact file {str(src)!r} does not exist")
-            digest, size = self.put_blob(src)
+            digest, size, new = self.put_blob(src)
+            if new and written is not None:
+                written.append(digest)
             entries.append({"path": rel, "sha256": digest, "size": size, "role": roles[rel]})
         manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "files": entries, **(extra or {})}
-        with tempfile.TemporaryDirectory() as tmp:
-            mpath = Path(tmp) / "manifest.json"
+        with staging() as tmp:
+            mpath = tmp / "manifest.json"
             mpath.write_bytes(canonical_json(manifest))
-            self.put_blob(mpath)
+            digest, _, new = self.put_blob(mpath)
+            if new and written is not None:
+                written.append(digest)
         return manifest
+
+    def discard(self, hexdigests: list[str]) -> None:
+        """Delete blobs (by hex sha256) that no version refers to; best effort."""
+        for hexdigest in hexdigests:
+            with contextlib.suppress(ArtifactError, OSError):
+                self._delete(_blob_key(hexdigest))
 
     def fetch(
         self,
@@ -146,18 +250,31 @@ class LocalStore(ArtifactStore):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
+        self._incoming = self.root / ".incoming"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._incoming.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create artifact folder {self.uri!r}: {e}") from e
+        _sweep(self._incoming)
 
     def _exists(self, key: str) -> bool:
         return (self.root / key).is_file()
 
+    def _intact(self, key: str, hexdigest: str, size: int) -> bool:
+        path = self.root / key
+        try:
+            return path.stat().st_size == size and sha256_file(path) == hexdigest
+        except OSError:
+            return False
+
+    def _delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
     def _upload(self, src: Path, key: str) -> None:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        # One in-flight folder, so opening the store sweeps a killed writer's files cheaply.
+        fd, tmp = tempfile.mkstemp(dir=self._incoming, prefix=_owner_tag())
         os.close(fd)
         try:
             shutil.copyfile(src, tmp)
@@ -250,9 +367,41 @@ class S3Store(ArtifactStore):
 
     def _upload(self, src: Path, key: str) -> None:
         try:
-            self.client.upload_file(str(src), self.bucket, self._key(key))
+            # S3 keeps the sha256 (whole-object for single-part uploads), so a later check
+            # of an existing blob needs a HEAD, not a download.
+            self.client.upload_file(
+                str(src), self.bucket, self._key(key), ExtraArgs={"ChecksumAlgorithm": "SHA256"}
+            )
         except Exception as e:
             raise self._explain(e, f"upload {key}") from e
+
+    def _intact(self, key: str, hexdigest: str, size: int) -> bool:
+        try:
+            head = self.client.head_object(
+                Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
+            )
+        except Exception as e:
+            raise self._explain(e, f"check {key}") from e
+        if int(head.get("ContentLength", -1)) != size:
+            return False
+        stored = head.get("ChecksumSHA256")
+        if (
+            stored
+            and "-" not in str(stored)
+            and head.get("ChecksumType", "FULL_OBJECT") != ("COMPOSITE")
+        ):
+            return bool(base64.b64decode(stored).hex() == hexdigest)
+        # No whole-object checksum (a multipart upload, or written by another tool): read it.
+        with staging() as tmp:
+            copy = tmp / "blob"
+            self._download(key, copy)
+            return sha256_file(copy) == hexdigest
+
+    def _delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as e:
+            raise self._explain(e, f"delete {key}") from e
 
     def _download(self, key: str, dest: Path) -> None:
         from botocore.exceptions import ClientError

@@ -7,7 +7,10 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     ├── WorkspaceError
     │   ├── WorkspaceBusy            (+ TimeoutError)
     │   ├── NotAWorkspace            (+ ValueError)
-    │   └── SchemaTooNew
+    │   ├── SchemaTooNew
+    │   ├── WorkspaceMissing         (+ FileNotFoundError)
+    │   ├── WorkspaceCorrupt         (a damaged or truncated file)
+    │   └── WorkspaceFull            (the disk or a file-size limit ran out)
     ├── NotFound                     (+ LookupError)
     │   ├── ModelNotFound
     │   ├── VersionNotFound
@@ -16,16 +19,18 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     │   ├── InvalidStage
     │   ├── InvalidMetric
     │   └── DuplicateLabel
-    ├── PromotionRefused             (+ PermissionError)
+    ├── PromotionRefused             (a policy rule or role said no; not an OSError)
     ├── DeploymentError              (a deployment cannot start, change or be reached)
     │   └── DeploymentNotFound       (+ LookupError)
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
         ├── StorageError             (S3 bucket, credentials, endpoint)
-        └── FlavorError              (saving or loading a model object)
+        ├── FlavorError              (saving or loading a model object)
+        └── DestinationExists        (+ FileExistsError)
 
-Messages say what went wrong and what to do about it.
+Messages say what went wrong and what to do about it. Every error survives a pickle round
+trip (multiprocessing, papermill error reports), extra attributes included.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "ArtifactMissing",
     "DeploymentError",
     "DeploymentNotFound",
+    "DestinationExists",
     "DuplicateLabel",
     "FlavorError",
     "IntegrityError",
@@ -51,7 +57,10 @@ __all__ = [
     "StorageError",
     "VersionNotFound",
     "WorkspaceBusy",
+    "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceFull",
+    "WorkspaceMissing",
 ]
 
 
@@ -73,6 +82,18 @@ class NotAWorkspace(WorkspaceError, ValueError):
 
 class SchemaTooNew(WorkspaceError):
     """The workspace was written by a newer mlops_nb than this one."""
+
+
+class WorkspaceMissing(WorkspaceError, FileNotFoundError):
+    """The workspace file does not exist (a typo, or it was deleted while open)."""
+
+
+class WorkspaceCorrupt(WorkspaceError):
+    """The workspace file is damaged or truncated; restore it from a backup."""
+
+
+class WorkspaceFull(WorkspaceError):
+    """A write failed because the disk (or a file-size limit) is full; nothing was kept."""
 
 
 class NotFound(MlopsError, LookupError):
@@ -141,3 +162,7 @@ class StorageError(ArtifactError):
 
 class FlavorError(ArtifactError):
     """A model object could not be saved or loaded by its flavor."""
+
+
+class DestinationExists(ArtifactError, FileExistsError):
+    """A download target exists and is not a folder the files can go into."""

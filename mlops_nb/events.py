@@ -6,7 +6,10 @@ registry operation. Webhooks are delivered on a background thread: an HTTP POST 
 signed with HMAC-SHA256 of the raw body under the webhook's secret and sent as
 ``X-Mlops-Signature: sha256=<hex>``. Each delivery is tried up to ``attempts`` times with
 a timeout per try (retrying connection errors, 429 and 5xx), and its outcome is stored in
-the workspace (``ws.webhook_deliveries()``). A receiver verifies a delivery with::
+the workspace (``ws.webhook_deliveries()``). When the workspace cannot take the record
+(busy past its timeout, disk full), the record is retried, then appended to
+``<workspace>.deliveries-pending.jsonl`` and moved into the table by the next delivery
+that can write; a delivery is never dropped without trace. A receiver verifies one with::
 
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     hmac.compare_digest(expected, request.headers["X-Mlops-Signature"])
@@ -14,9 +17,12 @@ the workspace (``ws.webhook_deliveries()``). A receiver verifies a delivery with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -24,12 +30,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .artifacts import canonical_json
-from .errors import InvalidArgument
+from .errors import InvalidArgument, MlopsError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from .store import Store
 
 log = logging.getLogger("mlops_nb.events")
 
@@ -71,6 +83,27 @@ class Event:
 def check_event_name(name: str) -> None:
     if name not in EVENTS and name != "*":
         raise InvalidArgument(f"unknown event {name!r}; use one of: {', '.join(EVENTS)} or '*'")
+
+
+def check_webhook_url(url: object) -> str:
+    """A webhook URL with a scheme and a host.
+
+    >>> check_webhook_url("http://")
+    Traceback (most recent call last):
+    ...
+    mlops_nb.errors.InvalidArgument: webhook url 'http://' has no host; use e.g. 'https://hooks.example.com/mlops'
+    """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidArgument(f"webhook url must start with http:// or https://, got {url!r}")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as e:
+        raise InvalidArgument(f"webhook url {url!r} cannot be read: {e}") from e
+    if not parsed.host or any(c.isspace() for c in url):
+        raise InvalidArgument(
+            f"webhook url {url!r} has no host; use e.g. 'https://hooks.example.com/mlops'"
+        )
+    return url
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -193,3 +226,82 @@ class EventBus:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+_DELIVERY_COLUMNS = (
+    "webhook_id",
+    "event",
+    "delivered_at",
+    "attempts",
+    "status_code",
+    "ok",
+    "error",
+)
+_RECORD_LOCK = threading.Lock()
+
+
+def _insert_deliveries(con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> None:
+    con.executemany(
+        f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _take_pending(spool: Path) -> tuple[Path | None, list[list[Any]]]:
+    """Move the pending file aside (so other writers start a new one) and read it."""
+    taken = spool.with_name(f"{spool.name}.{os.getpid()}-{threading.get_ident()}")
+    try:
+        os.replace(spool, taken)
+    except FileNotFoundError:
+        return None, []
+    rows = []
+    for line in taken.read_text().splitlines():
+        with contextlib.suppress(ValueError, KeyError):
+            record = json.loads(line)
+            rows.append([record[c] for c in _DELIVERY_COLUMNS])
+    return taken, rows
+
+
+def _append_pending(spool: Path, rows: list[list[Any]]) -> None:
+    lines = "".join(
+        json.dumps(dict(zip(_DELIVERY_COLUMNS, row, strict=True)), default=str) + "\n"
+        for row in rows
+    )
+    with open(spool, "a") as fh:
+        fh.write(lines)
+
+
+def record_delivery(
+    store: Store, row: list[Any], spool: Path | None, *, tries: int = 3, pause: float = 0.5
+) -> bool:
+    """Store one delivery outcome (and any pending ones); True when it reached the table.
+
+    On repeated failure the row goes to ``spool`` (one JSON line) and an error is logged.
+    """
+    with _RECORD_LOCK:
+        taken, pending = _take_pending(spool) if spool is not None else (None, [])
+        rows = [*pending, row]
+        error: Exception | None = None
+        for attempt in range(tries):
+            try:
+                store.write(lambda con: _insert_deliveries(con, rows))
+            except MlopsError as e:
+                error = e
+                if attempt + 1 < tries:
+                    time.sleep(pause * 2**attempt)
+                continue
+            if taken is not None:
+                taken.unlink(missing_ok=True)
+            return True
+        if spool is not None:
+            with contextlib.suppress(OSError):
+                _append_pending(spool, rows)
+                if taken is not None:
+                    taken.unlink(missing_ok=True)
+        log.error(
+            "could not record webhook delivery %s (kept in %s): %s",
+            dict(zip(_DELIVERY_COLUMNS, row, strict=True)),
+            spool,
+            error,
+        )
+        return False

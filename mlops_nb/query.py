@@ -14,6 +14,7 @@ of a lookup.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -21,10 +22,12 @@ from typing import Any, NoReturn
 import duckdb
 import pandas as pd
 
+from . import validation
 from .errors import InvalidArgument, InvalidMetric, ModelNotFound, VersionNotFound
 from .policy import STAGES
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Matched with fullmatch: ``$`` would accept a trailing newline ("iris\n").
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _CONDITION_RE = re.compile(
     r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|==|!=|>|<|=)\s*"
     r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
@@ -58,7 +61,7 @@ _SEARCH_KEYS = [*(k for k in FRAME_COLUMNS if k != "aliases"), "metrics"]
 
 
 def check_name(name: object, what: str = "model") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"{what} name must be a string of letters, digits, '.', '_' or '-' (starting with "
             f"a letter or digit, at most 128 characters); got {name!r}"
@@ -85,13 +88,15 @@ def require_model(con: duckdb.DuckDBPyConnection, model: str) -> None:
 
 def _reference(con: duckdb.DuckDBPyConnection, model: str, ref: object) -> tuple[str, list[Any]]:
     """A condition on ``versions v`` (of ``model``) true for the version ``ref`` points at."""
-    if isinstance(ref, bool) or not isinstance(ref, int | str):
+    try:
+        ref = validation.version_ref(ref)
+    except InvalidArgument:
         require_model(con, model)  # an unknown model is reported first, as it always was
-        raise InvalidArgument(
-            f"version reference must be an int or a string, got {type(ref).__name__}"
-        )
+        raise
     if isinstance(ref, int) or ref.isdigit():
-        return "v.number = ?", [int(ref)]
+        number = int(ref)
+        # Beyond the INTEGER column: no such version (DuckDB would refuse the parameter).
+        return ("v.number = ?", [number]) if number < 2**31 else ("FALSE", [])
     if ref == "latest":
         return "v.number = (SELECT max(number) FROM versions WHERE model = ?)", [model]
     if ref.startswith("@"):
@@ -176,7 +181,15 @@ def parse_conditions(conditions: str | Iterable[str] | None) -> list[tuple[str, 
     """
     if conditions is None:
         return []
-    items = [conditions] if isinstance(conditions, str) else list(conditions)
+    if isinstance(conditions, str):
+        items: list[object] = [conditions]
+    elif isinstance(conditions, list | tuple | set | frozenset):
+        items = list(conditions)
+    else:
+        raise InvalidMetric(
+            f"metrics must be a condition string or a list of them, got {conditions!r}; "
+            "e.g. metrics='accuracy >= 0.9'"
+        )
     out = []
     for item in items:
         match = _CONDITION_RE.match(item) if isinstance(item, str) else None
@@ -186,6 +199,10 @@ def parse_conditions(conditions: str | Iterable[str] | None) -> list[tuple[str, 
                 "one of >=, <=, >, <, ==, != (e.g. 'accuracy >= 0.9')"
             )
         name, op, value = match.groups()
+        if not math.isfinite(float(value)):
+            raise InvalidMetric(
+                f"metric condition {item!r} compares with {value}: use a finite number"
+            )
         out.append((name, "==" if op == "=" else op, float(value)))
     return out
 
@@ -207,22 +224,29 @@ def search(
         where.append("v.model = ?")
         params.append(check_name(model))
     if stage is not None:
-        stages = [stage] if isinstance(stage, str) else list(stage)
+        stages = [stage] if isinstance(stage, str) else stage
+        if not isinstance(stages, list | tuple | set | frozenset):
+            raise InvalidArgument(f"stage must be a stage name or a list of them, got {stage!r}")
+        stages = list(stages)
         for s in stages:
-            if s not in STAGES:
+            if not isinstance(s, str) or s not in STAGES:
                 raise InvalidArgument(f"unknown stage {s!r}; use one of {', '.join(STAGES)}")
         where.append("list_contains(?, v.stage)")
         params.append(stages)
     if tags is not None:
-        tag_list = [tags] if isinstance(tags, str) else list(tags)
+        try:
+            tag_list = validation.tags(tags)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"search {e}; e.g. tags=['tabular']") from None
         where.append("list_has_all(v.tags, ?)")
         params.append(tag_list)
     if alias is not None:
+        name = alias[1:] if isinstance(alias, str) and alias.startswith("@") else alias
         where.append(
             "EXISTS (SELECT 1 FROM aliases a WHERE a.model = v.model "
             "AND a.version = v.number AND a.alias = ?)"
         )
-        params.append(alias.lstrip("@"))
+        params.append(check_name(name, "alias"))
     for name, op, value in parse_conditions(metrics):
         sql_op = "=" if op == "==" else op
         where.append(

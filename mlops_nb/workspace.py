@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -26,9 +27,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import query, render
-from .artifacts import ArtifactStore, open_store
+from .artifacts import ArtifactStore, open_store, sweep_staging
 from .errors import InvalidArgument
-from .events import Callback, Event, EventBus, check_event_name, now, post_signed
+from .events import (
+    Callback,
+    Event,
+    EventBus,
+    check_event_name,
+    check_webhook_url,
+    now,
+    post_signed,
+    record_delivery,
+)
 from .policy import Policy
 from .registry import Model
 from .store import Store
@@ -38,6 +48,8 @@ if TYPE_CHECKING:
 
     from .deploy.core import Deployment
     from .monitor.core import Monitor
+
+log = logging.getLogger("mlops_nb")
 
 
 class Workspace:
@@ -52,6 +64,7 @@ class Workspace:
         s3_options: dict[str, Any] | None = None,
         busy_timeout: float = 30.0,
         linger: float = 0.2,
+        create: bool | None = None,
     ) -> None:
         if not isinstance(path, str | Path):
             raise InvalidArgument(f"path must be a str or Path, got {type(path).__name__}")
@@ -63,7 +76,17 @@ class Workspace:
         self._s3_options = s3_options
         self._tmp: weakref.finalize[Any, Any] | None = None
         self._tmp_logs: weakref.finalize[Any, Any] | None = None
-        self._store = Store(path, busy_timeout=busy_timeout, linger=linger)
+        if create is not None and not isinstance(create, bool):
+            raise InvalidArgument(f"create must be True, False or None, got {create!r}")
+        self._store = Store(path, busy_timeout=busy_timeout, linger=linger, create=create)
+        if self._store.created and create is None:
+            # A typo in the path would otherwise go unnoticed until the models are missing.
+            log.warning(
+                "created a new workspace at %s; pass create=True to create one quietly, "
+                "create=False to refuse a path that does not exist",
+                self._store.path,
+            )
+        sweep_staging()
         self.events = EventBus()
         self._stores: dict[str, ArtifactStore] = {}
         self.artifacts = self._artifact_store(self._artifact_root(artifacts))
@@ -118,6 +141,11 @@ class Workspace:
         user = os.environ.get("MLOPS_NB_USER")
         if user:
             return user
+        return Workspace.os_user()
+
+    @staticmethod
+    def os_user() -> str:
+        """The login name of this process, kept in the audit log beside :meth:`actor`."""
         try:
             return getpass.getuser()
         except (KeyError, OSError):
@@ -208,8 +236,8 @@ class Workspace:
     def audit(self, model: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """The audit log, oldest first: who did what to which version, when and why."""
         sql = (
-            "SELECT id, happened_at, actor, action, model, version, from_value, to_value, reason "
-            "FROM audit"
+            "SELECT id, happened_at, actor, os_user, action, model, version, from_value, "
+            "to_value, reason FROM audit"
         )
         params: list[Any] = []
         if model is not None:
@@ -266,8 +294,7 @@ class Workspace:
 
     def add_webhook(self, url: str, *, secret: str, events: Sequence[str] = ("*",)) -> int:
         """POST signed JSON to ``url`` for ``events``; returns the webhook id."""
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise InvalidArgument(f"webhook url must start with http:// or https://, got {url!r}")
+        check_webhook_url(url)
         if not isinstance(secret, str) or len(secret) < 8:
             raise InvalidArgument("webhook secret must be a string of at least 8 characters")
         names = [events] if isinstance(events, str) else list(events)
@@ -328,21 +355,13 @@ class Workspace:
 
     def _deliver(self, hook_id: int, url: str, secret: str, event: Event) -> None:
         result = post_signed(url, secret, event)
-        self._store.write(
-            lambda con: con.execute(
-                "INSERT INTO deliveries (webhook_id, event, delivered_at, attempts, status_code, "
-                "ok, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    hook_id,
-                    event.name,
-                    self.now(),
-                    result.attempts,
-                    result.status_code,
-                    result.ok,
-                    result.error,
-                ],
-            )
-        )
+        row = [hook_id, event.name, self.now(), result.attempts, result.status_code, result.ok,
+               result.error]  # fmt: skip
+        record_delivery(self._store, row, self._pending_deliveries)
+
+    @property
+    def _pending_deliveries(self) -> Path | None:
+        return None if self._store.memory else Path(f"{self._store.path}.deliveries-pending.jsonl")
 
     def _audit(
         self,
@@ -356,11 +375,12 @@ class Workspace:
         details: dict[str, Any] | None,
     ) -> None:
         con.execute(
-            "INSERT INTO audit (happened_at, actor, action, model, version, from_value, "
-            "to_value, reason, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (happened_at, actor, os_user, action, model, version, "
+            "from_value, to_value, reason, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 self.now(),
                 self.actor(),
+                self.os_user(),
                 action,
                 model,
                 version,
@@ -403,10 +423,15 @@ def open(
     s3_options: dict[str, Any] | None = None,
     busy_timeout: float = 30.0,
     linger: float = 0.2,
+    create: bool | None = None,
 ) -> Workspace:
     """Open (or create) a workspace.
 
-    ``path`` is a DuckDB file (created with its folder's permission) or ``":memory:"``.
+    ``path`` is a DuckDB file or ``":memory:"``. A path that does not exist becomes a new
+    workspace (logged as a warning, so a typo shows) unless ``create=False``, which
+    refuses it with :class:`~mlops_nb.errors.WorkspaceMissing`; ``create=True`` creates
+    quietly. A DuckDB file of another application is refused unchanged
+    (:class:`~mlops_nb.errors.NotAWorkspace`).
     ``artifacts`` is a folder or ``s3://bucket/prefix``; by default a folder beside the
     file, named ``<stem>-artifacts``. ``logs`` is the folder of prediction logs (Parquet),
     by default ``<stem>-logs`` beside the file. ``s3_options`` go to ``boto3.client("s3", ...)``
@@ -420,4 +445,5 @@ def open(
         s3_options=s3_options,
         busy_timeout=busy_timeout,
         linger=linger,
+        create=create,
     )
