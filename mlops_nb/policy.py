@@ -13,7 +13,7 @@ Roles name users as the audit log does (``MLOPS_NB_USER``, else the login name):
 
 >>> r = Policy(promoters={"production": ["ana", "raj"]}, approvers=["lee"])
 >>> may_promote(r, "production", "bob")
-('promoters', "bob may not promote to production; ask one of: ana, raj")
+('promoters', 'bob may not promote to production; ask one of: ana, raj')
 >>> may_approve(r, "lee") is None
 True
 
