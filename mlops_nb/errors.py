@@ -128,12 +128,24 @@ class DuplicateLabel(InvalidArgument):
     """The semantic-version label or alias is already taken within the model."""
 
 
-class PromotionRefused(MlopsError, PermissionError):
-    """A promotion policy rule was not met; ``rule`` names it."""
+class PromotionRefused(MlopsError):
+    """A policy rule (or a role the policy names) was not met; ``rule`` names it.
+
+    Not a ``PermissionError``: that is an ``OSError``, which callers treat as a file or
+    network problem and retry.
+
+    >>> import pickle
+    >>> e = pickle.loads(pickle.dumps(PromotionRefused("no reason given", "require_reason")))
+    >>> (str(e), e.rule)
+    ('no reason given', 'require_reason')
+    """
 
     def __init__(self, message: str, rule: str) -> None:
         super().__init__(message)
         self.rule = rule
+
+    def __reduce__(self) -> tuple[type[PromotionRefused], tuple[str, str]]:
+        return type(self), (str(self), self.rule)
 
 
 class DeploymentError(MlopsError):
