@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import flavors, query, render, validation
+from . import flavors, query, render, search, validation
 from .artifacts import manifest_digest, staging
 from .errors import (
     AliasNotFound,
@@ -79,7 +79,7 @@ class Model:
         """Every version, newest first, one column per metric."""
 
         def run(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-            frame = query.search(con, model=self.name)
+            frame = search.search(con, model=self.name)
             if frame.empty:
                 query.require_model(con, self.name)
             return frame

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import query, render
+from . import query, render, search
 from .artifacts import ArtifactStore, open_store, sweep_staging
 from .errors import InvalidArgument
 from .events import (
@@ -228,7 +228,7 @@ class Workspace:
     ) -> pd.DataFrame:
         """Versions matching every filter: ``metrics="accuracy >= 0.9"`` or a list of such."""
         return self._store.read(
-            lambda con: query.search(
+            lambda con: search.search(
                 con, model=model, stage=stage, tags=tags, alias=alias, metrics=metrics, limit=limit
             )
         )
