@@ -171,11 +171,13 @@ class ArtifactStore:
         roles: dict[str, str],
         extra: dict[str, Any] | None = None,
         written: list[str] | None = None,
+        scratch: Path | None = None,
     ) -> dict[str, Any]:
         """Store files under their relative names; returns the manifest (also stored).
 
         The hex digests of blobs this call wrote are appended to ``written``, so a caller
-        whose next step fails can :meth:`discard` them.
+        whose next step fails can :meth:`discard` them. ``scratch`` is a folder the
+        manifest file may be written in (default: a staging folder of its own).
         """
         entries = []
         for rel in sorted(files):
@@ -187,10 +189,12 @@ class ArtifactStore:
                 written.append(digest)
             entries.append({"path": rel, "sha256": digest, "size": size, "role": roles[rel]})
         manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "files": entries, **(extra or {})}
-        with staging() as tmp:
-            mpath = tmp / "manifest.json"
+        with contextlib.ExitStack() as stack:
+            folder = scratch if scratch is not None else stack.enter_context(staging())
+            mpath = folder / ".manifest.json"
             mpath.write_bytes(canonical_json(manifest))
             digest, _, new = self.put_blob(mpath)
+            mpath.unlink()
             if new and written is not None:
                 written.append(digest)
         return manifest

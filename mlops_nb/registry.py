@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,6 +152,11 @@ class Model:
         framework, algorithm = flavors.describe(model, chosen)
         # Refusals that need the database come before any file is stored.
         ws._store.read(lambda con: self._check_new(con, label_value, parent_version))
+        # git runs while the files are saved and stored, not before or while holding the
+        # database.
+        commit: list[str | None] = []
+        git = threading.Thread(target=lambda: commit.append(ws.git_commit()), daemon=True)
+        git.start()
         signature: dict[str, Any] | None = None
         written: list[str] = []
         with staging() as folder:
@@ -173,15 +179,14 @@ class Model:
                 )
                 roles["reference.parquet"] = "reference"
             try:
-                manifest = ws.artifacts.put_files(files, roles, extra, written)
+                manifest = ws.artifacts.put_files(files, roles, extra, written, scratch=folder)
             except BaseException:
                 ws.artifacts.discard(written)
                 raise
         digest = manifest_digest(manifest)
         actor = ws.actor()
         now = ws.now()
-        # Runs git: done before the transaction, not while holding the database.
-        commit = ws.git_commit()
+        git.join()
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
             if not query.model_exists(con, self.name):
@@ -207,7 +212,7 @@ class Model:
                     algorithm,
                     data_version,
                     parent_version,
-                    commit,
+                    commit[0] if commit else None,
                     json.dumps(metric_values),
                     json.dumps(param_values),
                     json.dumps(resource_values),
@@ -222,9 +227,11 @@ class Model:
                 ],
             )
             if metric_values:
-                con.executemany(
-                    "INSERT INTO version_metrics VALUES (?, ?, ?, ?)",
-                    [[self.name, number, k, val] for k, val in metric_values.items()],
+                # One statement (executemany prepares and runs one per metric).
+                con.execute(
+                    "INSERT INTO version_metrics SELECT ?, ?, unnest(?::VARCHAR[]), "
+                    "unnest(?::DOUBLE[])",
+                    [self.name, number, list(metric_values), list(metric_values.values())],
                 )
             ws._audit(
                 con,

@@ -159,21 +159,27 @@ class Workspace:
     def git_commit() -> str | None:
         """HEAD of the git repository around the working directory, ``+dirty`` if changed."""
         try:
-            head = subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            )
-            if head.returncode != 0:
-                return None
-            status = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
+            # One process for both answers: the commit and whether tracked files changed.
+            out = subprocess.run(
+                ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
                 capture_output=True,
                 text=True,
                 timeout=5,
             )
         except (OSError, subprocess.SubprocessError):
             return None
-        commit = head.stdout.strip()
-        return commit + ("+dirty" if status.stdout.strip() else "")
+        if out.returncode != 0:
+            return None
+        commit = None
+        dirty = False
+        for line in out.stdout.splitlines():
+            if line.startswith("# branch.oid "):
+                commit = line.split()[2]
+            elif not line.startswith("#"):
+                dirty = True
+        if commit is None or commit == "(initial)":
+            return None
+        return commit + ("+dirty" if dirty else "")
 
     # -- handles and queries -------------------------------------------------------------
 
