@@ -199,6 +199,16 @@ class ArtifactStore:
                 written.append(digest)
         return manifest
 
+    def _listing(self) -> dict[str, float]:
+        """Every stored blob: hex digest -> age in seconds."""
+        raise NotImplementedError
+
+    def orphans(self, used: set[str], older_than: float) -> list[str]:
+        """Blobs not in ``used`` (hex digests) stored more than ``older_than`` seconds ago:
+        the files of registrations that were killed before they were recorded. The age
+        keeps the blobs of a registration still in progress."""
+        return sorted(h for h, age in self._listing().items() if h not in used and age > older_than)
+
     def discard(self, hexdigests: list[str]) -> None:
         """Delete blobs (by hex sha256) that no version refers to; best effort."""
         for hexdigest in hexdigests:
@@ -273,6 +283,14 @@ class LocalStore(ArtifactStore):
 
     def _delete(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)
+
+    def _listing(self) -> dict[str, float]:
+        now = time.time()
+        out = {}
+        for path in (self.root / "blobs" / "sha256").glob("*/*"):
+            with contextlib.suppress(OSError):
+                out[path.name] = now - path.stat().st_mtime
+        return out
 
     def _upload(self, src: Path, key: str) -> None:
         target = self.root / key
@@ -406,6 +424,21 @@ class S3Store(ArtifactStore):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as e:
             raise self._explain(e, f"delete {key}") from e
+
+    def _listing(self) -> dict[str, float]:
+        out = {}
+        now = time.time()
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key("blobs/sha256/")
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    age = now - item["LastModified"].timestamp()
+                    out[str(item["Key"]).rsplit("/", 1)[-1]] = age
+        except Exception as e:
+            raise self._explain(e, "list blobs") from e
+        return out
 
     def _download(self, key: str, dest: Path) -> None:
         from botocore.exceptions import ClientError

@@ -641,6 +641,17 @@ def _check_alias(alias: object) -> str:
     return name
 
 
+def used_blobs(con: duckdb.DuckDBPyConnection, uri: str) -> set[str]:
+    """Hex digests of every blob a recorded version in artifact store ``uri`` uses."""
+    used = set()
+    for digest, manifest in con.execute(
+        "SELECT digest, manifest FROM versions WHERE artifact_uri = ?", [uri]
+    ).fetchall():
+        used.add(str(digest).removeprefix("sha256:"))
+        used.update(str(f["sha256"]) for f in json.loads(manifest)["files"])
+    return used
+
+
 def _discard_unreferenced(ws: Workspace, hexdigests: list[str]) -> None:
     """Delete blobs a failed registration stored, unless a recorded version uses them
     (another registration of the same bytes may have committed meanwhile)."""

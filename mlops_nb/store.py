@@ -67,31 +67,33 @@ def _is_lock_conflict(exc: BaseException) -> bool:
 
 
 _FULL_MARKERS = ("No space left", "File too large", "Disk quota", "disk is full")
-_CORRUPT_MARKERS = ("Corrupt", "corrupt", "checksum", "not a valid DuckDB", "truncated")
+_CORRUPT_MARKERS = ("Corrupt database", "corrupt database", "not a valid DuckDB")
 
 
 def translate(exc: duckdb.Error, path: str) -> WorkspaceError | None:
-    """The workspace error a DuckDB storage failure stands for, or None (a query error)."""
+    """The workspace error a DuckDB storage failure stands for, or None (a query error,
+    such as a missing Parquet file in a monitoring query, stays as it is)."""
     text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
     if any(m in text for m in _FULL_MARKERS):
         return WorkspaceFull(
-            f"writing to workspace {path!r} failed: the disk is full ({text.splitlines()[0]}). "
-            "Nothing of this operation was kept; free space (or raise the file-size limit) "
-            "and try again"
+            f"writing to workspace {path!r} failed: the disk is full ({first}). Nothing of "
+            "this operation was kept; free space (or raise the file-size limit) and try again"
         )
-    if isinstance(
-        exc, duckdb.IOException | duckdb.InternalException | duckdb.SerializationException
-    ) or (any(m in text for m in _CORRUPT_MARKERS)):
-        if _is_lock_conflict(exc):
-            return None
+    about_file = path in text or "database file" in text
+    if _is_lock_conflict(exc):
+        return None
+    if any(m in text for m in _CORRUPT_MARKERS) or (
+        about_file and isinstance(exc, duckdb.IOException | duckdb.SerializationException)
+    ):
         return WorkspaceCorrupt(
-            f"workspace {path!r} is damaged or truncated ({text.splitlines()[0]}); restore "
-            "it from a backup, or open a new file and register the models again"
+            f"workspace {path!r} is damaged or truncated ({first}); restore it from a "
+            "backup, or open a new file and register the models again"
         )
     if isinstance(exc, duckdb.FatalException) or "invalidated" in text:
         return WorkspaceCorrupt(
-            f"workspace {path!r} hit a fatal storage error ({text.splitlines()[0]}); close "
-            "it and open it again; if that fails, restore it from a backup"
+            f"workspace {path!r} hit a fatal storage error ({first}); close it and open it "
+            "again; if that fails, restore it from a backup"
         )
     return None
 

@@ -256,6 +256,29 @@ class Workspace:
             sql = f"SELECT * FROM ({sql} DESC LIMIT {limit}) ORDER BY id"
         return self._store.query_df(sql, params)
 
+    def remove_orphan_blobs(
+        self, *, older_than: float = 3600.0, dry_run: bool = False
+    ) -> list[str]:
+        """Delete artifact blobs no version uses that are older than ``older_than`` seconds
+        (left by registrations killed before they were recorded); returns their digests.
+
+        The age keeps blobs of registrations still running in other processes; pass
+        ``dry_run=True`` to see what would go.
+        """
+        from .registry import used_blobs
+
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not (older_than >= 0)
+        ):
+            raise InvalidArgument(f"older_than must be seconds >= 0, got {older_than!r}")
+        used = self._store.read(lambda con: used_blobs(con, self.artifacts.uri))
+        doomed = self.artifacts.orphans(used, float(older_than))
+        if not dry_run:
+            self.artifacts.discard(doomed)
+        return doomed
+
     # -- policy --------------------------------------------------------------------------
 
     def set_policy(self, policy: Policy | None) -> Workspace:

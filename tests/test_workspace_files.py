@@ -326,3 +326,43 @@ def test_nested_read_keeps_the_transaction(tmp_path: Path) -> None:
     assert (seen, v.info()["description"], v.label) == (["development"], "first half", "1.0.0")
     assert ws.model("other").exists()
     ws.close()
+
+
+_UPLOAD_THEN_DIE = textwrap.dedent(
+    """
+    import os, sys
+    import mlops_nb as mnb
+    ws = mnb.open(sys.argv[1])
+    # Dies between storing the files and recording the version: the first write of the
+    # registration is the one that records it.
+    ws._store.write = lambda fn: os._exit(9)
+    ws.model("m").register({"never": "recorded"})
+    """
+)
+
+
+def test_blobs_of_a_killed_registration_can_be_removed(tmp_path: Path) -> None:
+    path = tmp_path / "ws.duckdb"
+    with mnb.open(path) as ws:
+        v = ws.model("m").register({"kept": True})
+        root = Path(ws.artifacts.uri)
+        before = _blobs(root)
+    out = subprocess.run([sys.executable, "-c", _UPLOAD_THEN_DIE, str(path)], timeout=120)
+    assert out.returncode == 9
+    with mnb.open(path) as ws:
+        assert ws.model("m").versions()["version"].tolist() == [1]
+        orphans = sorted(set(_blobs(root)) - set(before))
+        assert len(orphans) == 2  # model.pkl and its manifest
+        assert ws.remove_orphan_blobs() == []  # younger than an hour: may be in flight
+        assert ws.remove_orphan_blobs(older_than=0, dry_run=True) == orphans
+        assert _blobs(root) != before
+        assert ws.remove_orphan_blobs(older_than=0) == orphans
+        assert _blobs(root) == before
+        assert ws.model("m").version(v.number).load() == {"kept": True}
+
+
+def test_query_errors_are_not_storage_errors(ws: mnb.Workspace, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.parquet"
+    with pytest.raises(duckdb.IOException):
+        ws._store.read(lambda con: con.execute(f"SELECT * FROM read_parquet('{missing}')"))
+    assert ws.models().empty  # the connection is still usable
