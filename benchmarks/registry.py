@@ -388,7 +388,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     rng = random.Random(SEED)
     counters = dict.fromkeys(model_names(), 0)
 
-    ws = mnb.open(path)
+    ws = mnb.open(path, create=True)
     git_ms = round(statistics.median(timed(ws.git_commit) for _ in range(5)) * 1000, 2)
     api_count = total if args.api_seed else min(args.api_versions, total)
     log(f"registering {api_count} versions through ws.model(name).register(...)")

@@ -165,9 +165,10 @@ class Store:
         try:
             with self._connection():
                 pass
-        except BaseException:
-            # A file this store created but could not make into a workspace goes again.
-            if self.created and not self.memory:
+        except BaseException as e:
+            # A file this store created but could not make into a workspace goes again
+            # (not when another process holds it: that one may have created it).
+            if self.created and not self.memory and not isinstance(e, WorkspaceBusy):
                 self._release()
                 for leftover in (self.path, f"{self.path}.wal"):
                     _remove(leftover)
