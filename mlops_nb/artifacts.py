@@ -26,21 +26,18 @@ that are gone (killed mid-registration) when it is opened.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
 import os
 import shutil
-import socket
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from .errors import ArtifactError, ArtifactMissing, IntegrityError, InvalidArgument, StorageError
+from .staging import owner_tag, staging, sweep
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -64,68 +61,6 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 
 def _blob_key(hexdigest: str) -> str:
     return f"blobs/sha256/{hexdigest[:2]}/{hexdigest}"
-
-
-# Leftovers of another host are removed only when this old (its process may be alive).
-_FOREIGN_LEFTOVER_AGE = 86_400.0
-_STAGE_PREFIX = "mlops-nb-stage-"
-
-
-def _owner_tag() -> str:
-    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}-"
-
-
-def _is_stale(name: str, path: Path) -> bool:
-    """Whether a ``<host>-<pid>-...`` leftover belongs to a process that is gone."""
-    host, _, rest = name.partition("-")
-    pid_text = rest.partition("-")[0]
-    try:
-        age = time.time() - path.lstat().st_mtime
-    except OSError:
-        return False
-    if host != socket.gethostname().replace("-", "_") or not pid_text.isdigit():
-        return age > _FOREIGN_LEFTOVER_AGE
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # alive, owned by another user
-    return False
-
-
-def _sweep(folder: Path, prefix: str = "") -> list[Path]:
-    """Remove the leftovers of dead processes in ``folder``; returns what went."""
-    removed = []
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            if not entry.name.startswith(prefix) or not _is_stale(entry.name[len(prefix) :], entry):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
-    return removed
-
-
-@contextlib.contextmanager
-def staging() -> Iterator[Path]:
-    """A private folder for files on their way into a store, removed afterwards; one left
-    by a killed process is swept by :func:`sweep_staging`."""
-    path = Path(tempfile.mkdtemp(prefix=_STAGE_PREFIX + _owner_tag()))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def sweep_staging() -> list[Path]:
-    """Remove staging folders of processes on this machine that are gone."""
-    return _sweep(Path(tempfile.gettempdir()), _STAGE_PREFIX)
 
 
 class ArtifactStore:
@@ -269,7 +204,7 @@ class LocalStore(ArtifactStore):
             self._incoming.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create artifact folder {self.uri!r}: {e}") from e
-        _sweep(self._incoming)
+        sweep(self._incoming)
 
     def _exists(self, key: str) -> bool:
         return (self.root / key).is_file()
@@ -296,7 +231,7 @@ class LocalStore(ArtifactStore):
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
         # One in-flight folder, so opening the store sweeps a killed writer's files cheaply.
-        fd, tmp = tempfile.mkstemp(dir=self._incoming, prefix=_owner_tag())
+        fd, tmp = tempfile.mkstemp(dir=self._incoming, prefix=owner_tag())
         os.close(fd)
         try:
             shutil.copyfile(src, tmp)
@@ -316,150 +251,11 @@ class LocalStore(ArtifactStore):
         shutil.copyfile(src, dest)
 
 
-class S3Store(ArtifactStore):
-    """Blobs in ``s3://bucket/prefix`` through boto3.
-
-    Endpoint, region and credentials come from the usual boto3 configuration
-    (environment, ``~/.aws``), or from ``client_kwargs`` such as ``endpoint_url``.
-    """
-
-    def __init__(self, uri: str, client_kwargs: dict[str, Any] | None = None) -> None:
-        import boto3
-        from botocore.config import Config
-
-        parsed = urlparse(uri)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise InvalidArgument(f"expected s3://bucket/prefix, got {uri!r}")
-        self.bucket = parsed.netloc
-        self.prefix = parsed.path.strip("/")
-        self.uri = uri.rstrip("/")
-        kwargs = dict(client_kwargs or {})
-        kwargs.setdefault(
-            "config",
-            Config(
-                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
-            ),
-        )
-        self.client = boto3.client("s3", **kwargs)
-        self._check_bucket()
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _explain(self, e: Exception, action: str) -> StorageError:
-        from botocore.exceptions import ClientError, NoCredentialsError
-
-        if isinstance(e, NoCredentialsError):
-            return StorageError(
-                f"no AWS credentials found for {self.uri}: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, a profile, or pass credentials in s3 options"
-            )
-        if isinstance(e, ClientError):
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in {"404", "NoSuchBucket"}:
-                return StorageError(
-                    f"S3 bucket {self.bucket!r} does not exist: create it or fix the "
-                    f"artifact URI {self.uri!r}"
-                )
-            if code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-                return StorageError(
-                    f"S3 refused the credentials for {self.uri} while trying to {action} "
-                    f"({code}): check the access key, secret and bucket policy"
-                )
-        return StorageError(f"S3 error while trying to {action} at {self.uri}: {e}")
-
-    def _check_bucket(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except Exception as e:
-            raise self._explain(e, "open the bucket") from e
-
-    def _exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code", "")) in {"404", "NoSuchKey"}:
-                return False
-            raise self._explain(e, f"look up {key}") from e
-        except Exception as e:
-            raise self._explain(e, f"look up {key}") from e
-
-    def _upload(self, src: Path, key: str) -> None:
-        try:
-            # S3 keeps the sha256 (whole-object for single-part uploads), so a later check
-            # of an existing blob needs a HEAD, not a download.
-            self.client.upload_file(
-                str(src), self.bucket, self._key(key), ExtraArgs={"ChecksumAlgorithm": "SHA256"}
-            )
-        except Exception as e:
-            raise self._explain(e, f"upload {key}") from e
-
-    def _intact(self, key: str, hexdigest: str, size: int) -> bool:
-        try:
-            head = self.client.head_object(
-                Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
-            )
-        except Exception as e:
-            raise self._explain(e, f"check {key}") from e
-        if int(head.get("ContentLength", -1)) != size:
-            return False
-        stored = head.get("ChecksumSHA256")
-        if (
-            stored
-            and "-" not in str(stored)
-            and head.get("ChecksumType", "FULL_OBJECT") != ("COMPOSITE")
-        ):
-            return bool(base64.b64decode(stored).hex() == hexdigest)
-        # No whole-object checksum (a multipart upload, or written by another tool): read it.
-        with staging() as tmp:
-            copy = tmp / "blob"
-            self._download(key, copy)
-            return sha256_file(copy) == hexdigest
-
-    def _delete(self, key: str) -> None:
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as e:
-            raise self._explain(e, f"delete {key}") from e
-
-    def _listing(self) -> dict[str, float]:
-        out = {}
-        now = time.time()
-        try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self._key("blobs/sha256/")
-            )
-            for page in pages:
-                for item in page.get("Contents", []):
-                    age = now - item["LastModified"].timestamp()
-                    out[str(item["Key"]).rsplit("/", 1)[-1]] = age
-        except Exception as e:
-            raise self._explain(e, "list blobs") from e
-        return out
-
-    def _download(self, key: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.download_file(self.bucket, self._key(key), str(dest))
-        except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in {"404", "NoSuchKey"}:
-                raise ArtifactMissing(
-                    f"artifact blob {key!r} is missing from {self.uri}; restore it or "
-                    "register the model again"
-                ) from e
-            raise self._explain(e, f"download {key}") from e
-        except Exception as e:
-            raise self._explain(e, f"download {key}") from e
-
-
 def open_store(uri: str, s3_options: dict[str, Any] | None = None) -> ArtifactStore:
     """An artifact store for a local path or an ``s3://`` URI."""
     if uri.startswith("s3://"):
+        from .s3 import S3Store
+
         return S3Store(uri, s3_options)
     if "://" in uri:
         raise InvalidArgument(

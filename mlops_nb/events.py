@@ -6,10 +6,8 @@ registry operation. Webhooks are delivered on a background thread: an HTTP POST 
 signed with HMAC-SHA256 of the raw body under the webhook's secret and sent as
 ``X-Mlops-Signature: sha256=<hex>``. Each delivery is tried up to ``attempts`` times with
 a timeout per try (retrying connection errors, 429 and 5xx), and its outcome is stored in
-the workspace (``ws.webhook_deliveries()``). When the workspace cannot take the record
-(busy past its timeout, disk full), the record is retried, then appended to
-``<workspace>.deliveries-pending.jsonl`` and moved into the table by the next delivery
-that can write; a delivery is never dropped without trace. A receiver verifies one with::
+the workspace (``ws.webhook_deliveries()``; see :mod:`mlops_nb.deliveries` for when the
+workspace cannot take the record). A receiver verifies a delivery with::
 
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     hmac.compare_digest(expected, request.headers["X-Mlops-Signature"])
@@ -17,12 +15,9 @@ that can write; a delivery is never dropped without trace. A receiver verifies o
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -30,18 +25,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .artifacts import canonical_json
-from .errors import InvalidArgument, MlopsError
+from .errors import InvalidArgument
 
 if TYPE_CHECKING:
-    import duckdb
-
-    from .store import Store
+    pass
 
 log = logging.getLogger("mlops_nb.events")
 
@@ -226,82 +218,3 @@ class EventBus:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-_DELIVERY_COLUMNS = (
-    "webhook_id",
-    "event",
-    "delivered_at",
-    "attempts",
-    "status_code",
-    "ok",
-    "error",
-)
-_RECORD_LOCK = threading.Lock()
-
-
-def _insert_deliveries(con: duckdb.DuckDBPyConnection, rows: list[list[Any]]) -> None:
-    con.executemany(
-        f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-
-
-def _take_pending(spool: Path) -> tuple[Path | None, list[list[Any]]]:
-    """Move the pending file aside (so other writers start a new one) and read it."""
-    taken = spool.with_name(f"{spool.name}.{os.getpid()}-{threading.get_ident()}")
-    try:
-        os.replace(spool, taken)
-    except FileNotFoundError:
-        return None, []
-    rows = []
-    for line in taken.read_text().splitlines():
-        with contextlib.suppress(ValueError, KeyError):
-            record = json.loads(line)
-            rows.append([record[c] for c in _DELIVERY_COLUMNS])
-    return taken, rows
-
-
-def _append_pending(spool: Path, rows: list[list[Any]]) -> None:
-    lines = "".join(
-        json.dumps(dict(zip(_DELIVERY_COLUMNS, row, strict=True)), default=str) + "\n"
-        for row in rows
-    )
-    with open(spool, "a") as fh:
-        fh.write(lines)
-
-
-def record_delivery(
-    store: Store, row: list[Any], spool: Path | None, *, tries: int = 3, pause: float = 0.5
-) -> bool:
-    """Store one delivery outcome (and any pending ones); True when it reached the table.
-
-    On repeated failure the row goes to ``spool`` (one JSON line) and an error is logged.
-    """
-    with _RECORD_LOCK:
-        taken, pending = _take_pending(spool) if spool is not None else (None, [])
-        rows = [*pending, row]
-        error: Exception | None = None
-        for attempt in range(tries):
-            try:
-                store.write(lambda con: _insert_deliveries(con, rows))
-            except MlopsError as e:
-                error = e
-                if attempt + 1 < tries:
-                    time.sleep(pause * 2**attempt)
-                continue
-            if taken is not None:
-                taken.unlink(missing_ok=True)
-            return True
-        if spool is not None:
-            with contextlib.suppress(OSError):
-                _append_pending(spool, rows)
-                if taken is not None:
-                    taken.unlink(missing_ok=True)
-        log.error(
-            "could not record webhook delivery %s (kept in %s): %s",
-            dict(zip(_DELIVERY_COLUMNS, row, strict=True)),
-            spool,
-            error,
-        )
-        return False

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import flavors, query, render, search, validation
-from .artifacts import manifest_digest, staging
+from .artifacts import manifest_digest
 from .errors import (
     AliasNotFound,
     DestinationExists,
@@ -38,6 +38,7 @@ from .errors import (
 )
 from .policy import STAGES, Policy, check, may_approve, may_promote
 from .signature import as_frame, infer_inputs, infer_outputs
+from .staging import staging
 
 if TYPE_CHECKING:
     import duckdb

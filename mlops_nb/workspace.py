@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import query, render, search
-from .artifacts import ArtifactStore, open_store, sweep_staging
+from .artifacts import ArtifactStore, open_store
+from .deliveries import record_delivery
 from .errors import InvalidArgument
 from .events import (
     Callback,
@@ -37,10 +38,10 @@ from .events import (
     check_webhook_url,
     now,
     post_signed,
-    record_delivery,
 )
 from .policy import Policy
 from .registry import Model
+from .staging import sweep_staging
 from .store import Store
 
 if TYPE_CHECKING:
