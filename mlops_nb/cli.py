@@ -1,6 +1,7 @@
 """The ``mlops-nb`` command: the registry from a terminal or a scheduler.
 
 mlops-nb --workspace mlops.duckdb models
+mlops-nb --create --workspace new.duckdb models   # a missing file is refused otherwise
 mlops-nb versions churn
 mlops-nb promote churn 3 production --reason "passed offline eval"
 mlops-nb audit --model churn
