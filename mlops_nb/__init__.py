@@ -15,6 +15,7 @@ from .errors import (
     DeploymentConflict,
     DeploymentError,
     DeploymentNotFound,
+    DestinationExists,
     DuplicateLabel,
     FlavorError,
     IntegrityError,
@@ -35,7 +36,10 @@ from .errors import (
     StorageError,
     VersionNotFound,
     WorkspaceBusy,
+    WorkspaceCorrupt,
     WorkspaceError,
+    WorkspaceFull,
+    WorkspaceMissing,
 )
 
 if _typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
@@ -65,6 +69,7 @@ __all__ = [
     "DeploymentConflict",
     "DeploymentError",
     "DeploymentNotFound",
+    "DestinationExists",
     "DriftReport",
     "DuplicateLabel",
     "Email",
@@ -100,7 +105,10 @@ __all__ = [
     "Window",
     "Workspace",
     "WorkspaceBusy",
+    "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceFull",
+    "WorkspaceMissing",
     "__version__",
     "open",
 ]

@@ -6,7 +6,13 @@ version digest is the sha256 of the manifest's canonical JSON, which is stored a
 too, so an artifact store on its own says what every version contains.
 
 Fetching verifies every byte against the manifest before a caller sees the file: a
-tampered or truncated blob raises :class:`~mlops_nb.errors.IntegrityError`.
+tampered or truncated blob raises :class:`~mlops_nb.errors.IntegrityError`. Storing a
+blob whose key exists checks the stored bytes first and rewrites a damaged copy, so
+registering again repairs what an earlier fetch reported.
+
+Files in flight (``.incoming/`` of a local store, ``mlops-nb-stage-*`` staging folders)
+are named after the host and process that wrote them; a store sweeps those of processes
+that are gone (killed mid-registration) when it is opened.
 
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -20,16 +26,18 @@ tampered or truncated blob raises :class:`~mlops_nb.errors.IntegrityError`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from .errors import ArtifactMissing, IntegrityError, InvalidArgument, StorageError
+from .errors import ArtifactError, ArtifactMissing, IntegrityError, InvalidArgument, StorageError
+from .staging import owner_tag, staging, sweep
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20
@@ -70,32 +78,77 @@ class ArtifactStore:
     def _download(self, key: str, dest: Path) -> None:
         raise NotImplementedError
 
+    def _intact(self, key: str, hexdigest: str, size: int) -> bool:
+        """Whether the blob stored under ``key`` has exactly these bytes."""
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
     # -- content addressing --------------------------------------------------------------
-    def put_blob(self, path: Path) -> tuple[str, int]:
-        """Store one file; returns (hex sha256, size). Existing blobs are not rewritten."""
+    def put_blob(self, path: Path) -> tuple[str, int, bool]:
+        """Store one file; returns (hex sha256, size, whether the key was written).
+
+        An existing blob is kept when its bytes match and rewritten when they do not (a
+        damaged copy is repaired, not reused).
+        """
         digest = sha256_file(path)
+        size = path.stat().st_size
         key = _blob_key(digest)
-        if not self._exists(key):
-            self._upload(path, key)
-        return digest, path.stat().st_size
+        if self._exists(key) and self._intact(key, digest, size):
+            return digest, size, False
+        self._upload(path, key)
+        return digest, size, True
 
     def put_files(
-        self, files: dict[str, Path], roles: dict[str, str], extra: dict[str, Any] | None = None
+        self,
+        files: dict[str, Path],
+        roles: dict[str, str],
+        extra: dict[str, Any] | None = None,
+        written: list[str] | None = None,
+        scratch: Path | None = None,
     ) -> dict[str, Any]:
-        """Store files under their relative names; returns the manifest (also stored)."""
+        """Store files under their relative names; returns the manifest (also stored).
+
+        The hex digests of blobs this call wrote are appended to ``written``, so a caller
+        whose next step fails can :meth:`discard` them. ``scratch`` is a folder the
+        manifest file may be written in (default: a staging folder of its own).
+        """
         entries = []
         for rel in sorted(files):
             src = Path(files[rel])
             if not src.is_file():
                 raise ArtifactMissing(f"artifact file {str(src)!r} does not exist")
-            digest, size = self.put_blob(src)
+            digest, size, new = self.put_blob(src)
+            if new and written is not None:
+                written.append(digest)
             entries.append({"path": rel, "sha256": digest, "size": size, "role": roles[rel]})
         manifest: dict[str, Any] = {"format": MANIFEST_FORMAT, "files": entries, **(extra or {})}
-        with tempfile.TemporaryDirectory() as tmp:
-            mpath = Path(tmp) / "manifest.json"
+        with contextlib.ExitStack() as stack:
+            folder = scratch if scratch is not None else stack.enter_context(staging())
+            mpath = folder / ".manifest.json"
             mpath.write_bytes(canonical_json(manifest))
-            self.put_blob(mpath)
+            digest, _, new = self.put_blob(mpath)
+            mpath.unlink()
+            if new and written is not None:
+                written.append(digest)
         return manifest
+
+    def _listing(self) -> dict[str, float]:
+        """Every stored blob: hex digest -> age in seconds."""
+        raise NotImplementedError
+
+    def orphans(self, used: set[str], older_than: float) -> list[str]:
+        """Blobs not in ``used`` (hex digests) stored more than ``older_than`` seconds ago:
+        the files of registrations that were killed before they were recorded. The age
+        keeps the blobs of a registration still in progress."""
+        return sorted(h for h, age in self._listing().items() if h not in used and age > older_than)
+
+    def discard(self, hexdigests: list[str]) -> None:
+        """Delete blobs (by hex sha256) that no version refers to; best effort."""
+        for hexdigest in hexdigests:
+            with contextlib.suppress(ArtifactError, OSError):
+                self._delete(_blob_key(hexdigest))
 
     def fetch(
         self,
@@ -146,18 +199,39 @@ class LocalStore(ArtifactStore):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
+        self._incoming = self.root / ".incoming"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self._incoming.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create artifact folder {self.uri!r}: {e}") from e
+        sweep(self._incoming)
 
     def _exists(self, key: str) -> bool:
         return (self.root / key).is_file()
 
+    def _intact(self, key: str, hexdigest: str, size: int) -> bool:
+        path = self.root / key
+        try:
+            return path.stat().st_size == size and sha256_file(path) == hexdigest
+        except OSError:
+            return False
+
+    def _delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+
+    def _listing(self) -> dict[str, float]:
+        now = time.time()
+        out = {}
+        for path in (self.root / "blobs" / "sha256").glob("*/*"):
+            with contextlib.suppress(OSError):
+                out[path.name] = now - path.stat().st_mtime
+        return out
+
     def _upload(self, src: Path, key: str) -> None:
         target = self.root / key
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        # One in-flight folder, so opening the store sweeps a killed writer's files cheaply.
+        fd, tmp = tempfile.mkstemp(dir=self._incoming, prefix=owner_tag())
         os.close(fd)
         try:
             shutil.copyfile(src, tmp)
@@ -177,103 +251,11 @@ class LocalStore(ArtifactStore):
         shutil.copyfile(src, dest)
 
 
-class S3Store(ArtifactStore):
-    """Blobs in ``s3://bucket/prefix`` through boto3.
-
-    Endpoint, region and credentials come from the usual boto3 configuration
-    (environment, ``~/.aws``), or from ``client_kwargs`` such as ``endpoint_url``.
-    """
-
-    def __init__(self, uri: str, client_kwargs: dict[str, Any] | None = None) -> None:
-        import boto3
-        from botocore.config import Config
-
-        parsed = urlparse(uri)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise InvalidArgument(f"expected s3://bucket/prefix, got {uri!r}")
-        self.bucket = parsed.netloc
-        self.prefix = parsed.path.strip("/")
-        self.uri = uri.rstrip("/")
-        kwargs = dict(client_kwargs or {})
-        kwargs.setdefault(
-            "config",
-            Config(
-                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30
-            ),
-        )
-        self.client = boto3.client("s3", **kwargs)
-        self._check_bucket()
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _explain(self, e: Exception, action: str) -> StorageError:
-        from botocore.exceptions import ClientError, NoCredentialsError
-
-        if isinstance(e, NoCredentialsError):
-            return StorageError(
-                f"no AWS credentials found for {self.uri}: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, a profile, or pass credentials in s3 options"
-            )
-        if isinstance(e, ClientError):
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in {"404", "NoSuchBucket"}:
-                return StorageError(
-                    f"S3 bucket {self.bucket!r} does not exist: create it or fix the "
-                    f"artifact URI {self.uri!r}"
-                )
-            if code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-                return StorageError(
-                    f"S3 refused the credentials for {self.uri} while trying to {action} "
-                    f"({code}): check the access key, secret and bucket policy"
-                )
-        return StorageError(f"S3 error while trying to {action} at {self.uri}: {e}")
-
-    def _check_bucket(self) -> None:
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except Exception as e:
-            raise self._explain(e, "open the bucket") from e
-
-    def _exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as e:
-            if str(e.response.get("Error", {}).get("Code", "")) in {"404", "NoSuchKey"}:
-                return False
-            raise self._explain(e, f"look up {key}") from e
-        except Exception as e:
-            raise self._explain(e, f"look up {key}") from e
-
-    def _upload(self, src: Path, key: str) -> None:
-        try:
-            self.client.upload_file(str(src), self.bucket, self._key(key))
-        except Exception as e:
-            raise self._explain(e, f"upload {key}") from e
-
-    def _download(self, key: str, dest: Path) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.download_file(self.bucket, self._key(key), str(dest))
-        except ClientError as e:
-            code = str(e.response.get("Error", {}).get("Code", ""))
-            if code in {"404", "NoSuchKey"}:
-                raise ArtifactMissing(
-                    f"artifact blob {key!r} is missing from {self.uri}; restore it or "
-                    "register the model again"
-                ) from e
-            raise self._explain(e, f"download {key}") from e
-        except Exception as e:
-            raise self._explain(e, f"download {key}") from e
-
-
 def open_store(uri: str, s3_options: dict[str, Any] | None = None) -> ArtifactStore:
     """An artifact store for a local path or an ``s3://`` URI."""
     if uri.startswith("s3://"):
+        from .s3 import S3Store
+
         return S3Store(uri, s3_options)
     if "://" in uri:
         raise InvalidArgument(

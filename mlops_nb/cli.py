@@ -1,6 +1,7 @@
 """The ``mlops-nb`` command: the registry from a terminal or a scheduler.
 
 mlops-nb --workspace mlops.duckdb models
+mlops-nb --create --workspace new.duckdb models   # a missing file is refused otherwise
 mlops-nb versions churn
 mlops-nb promote churn 3 production --reason "passed offline eval"
 mlops-nb audit --model churn
@@ -56,14 +57,25 @@ class _Errors(click.Group):
     default=None,
     help="Artifact folder or s3://bucket/prefix (env MLOPS_NB_ARTIFACTS).",
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="Create the workspace file if it does not exist (otherwise a missing file is an "
+    "error, so a mistyped -w does not start an empty workspace).",
+)
 @click.pass_context
-def main(ctx: click.Context, workspace: str, artifacts: str | None) -> None:
+def main(ctx: click.Context, workspace: str, artifacts: str | None, create: bool) -> None:
     """Model registry, deployments and monitoring for notebooks."""
-    ctx.obj = {"workspace": workspace, "artifacts": artifacts}
+    ctx.obj = {"workspace": workspace, "artifacts": artifacts, "create": create}
 
 
-def _ws(ctx: click.Context) -> Workspace:
-    return open_workspace(ctx.obj["workspace"], artifacts=ctx.obj["artifacts"], linger=0)
+def _ws(ctx: click.Context, linger: float = 0) -> Workspace:
+    return open_workspace(
+        ctx.obj["workspace"],
+        artifacts=ctx.obj["artifacts"],
+        linger=linger,
+        create=bool(ctx.obj.get("create")),
+    )
 
 
 @main.command()
@@ -336,7 +348,7 @@ def guard(
         max_drift_share=max_drift_share, interval=interval, window=window,
         failure_limit=failure_limit, min_samples=min_samples,
     )  # fmt: skip
-    with open_workspace(ctx.obj["workspace"], artifacts=ctx.obj["artifacts"]) as ws:
+    with _ws(ctx, linger=0.2) as ws:
         dep = ws.deployment(deployment)
         dep.status()
         with contextlib.suppress(KeyboardInterrupt):

@@ -7,7 +7,10 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     ├── WorkspaceError
     │   ├── WorkspaceBusy            (+ TimeoutError)
     │   ├── NotAWorkspace            (+ ValueError)
-    │   └── SchemaTooNew
+    │   ├── SchemaTooNew
+    │   ├── WorkspaceMissing         (+ FileNotFoundError)
+    │   ├── WorkspaceCorrupt         (a damaged or truncated file)
+    │   └── WorkspaceFull            (the disk or a file-size limit ran out)
     ├── NotFound                     (+ LookupError)
     │   ├── ModelNotFound
     │   ├── VersionNotFound
@@ -16,7 +19,7 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     │   ├── InvalidStage
     │   ├── InvalidMetric
     │   └── DuplicateLabel
-    ├── PromotionRefused             (+ PermissionError)
+    ├── PromotionRefused             (a policy rule or role said no; not an OSError)
     ├── DeploymentError              (a deployment cannot start, change or be reached)
     │   ├── DeploymentNotFound       (+ LookupError)
     │   └── DeploymentConflict       another writer changed the deployment first
@@ -29,9 +32,11 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
         ├── StorageError             (S3 bucket, credentials, endpoint)
-        └── FlavorError              (saving or loading a model object)
+        ├── FlavorError              (saving or loading a model object)
+        └── DestinationExists        (+ FileExistsError)
 
-Messages say what went wrong and what to do about it.
+Messages say what went wrong and what to do about it. Every error survives a pickle round
+trip (multiprocessing, papermill error reports), extra attributes included.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "DeploymentConflict",
     "DeploymentError",
     "DeploymentNotFound",
+    "DestinationExists",
     "DuplicateLabel",
     "FlavorError",
     "IntegrityError",
@@ -63,7 +69,10 @@ __all__ = [
     "StorageError",
     "VersionNotFound",
     "WorkspaceBusy",
+    "WorkspaceCorrupt",
     "WorkspaceError",
+    "WorkspaceFull",
+    "WorkspaceMissing",
 ]
 
 
@@ -85,6 +94,18 @@ class NotAWorkspace(WorkspaceError, ValueError):
 
 class SchemaTooNew(WorkspaceError):
     """The workspace was written by a newer mlops_nb than this one."""
+
+
+class WorkspaceMissing(WorkspaceError, FileNotFoundError):
+    """The workspace file does not exist (a typo, or it was deleted while open)."""
+
+
+class WorkspaceCorrupt(WorkspaceError):
+    """The workspace file is damaged or truncated; restore it from a backup."""
+
+
+class WorkspaceFull(WorkspaceError):
+    """A write failed because the disk (or a file-size limit) is full; nothing was kept."""
 
 
 class NotFound(MlopsError, LookupError):
@@ -119,12 +140,24 @@ class DuplicateLabel(InvalidArgument):
     """The semantic-version label or alias is already taken within the model."""
 
 
-class PromotionRefused(MlopsError, PermissionError):
-    """A promotion policy rule was not met; ``rule`` names it."""
+class PromotionRefused(MlopsError):
+    """A policy rule (or a role the policy names) was not met; ``rule`` names it.
+
+    Not a ``PermissionError``: that is an ``OSError``, which callers treat as a file or
+    network problem and retry.
+
+    >>> import pickle
+    >>> e = pickle.loads(pickle.dumps(PromotionRefused("no reason given", "require_reason")))
+    >>> (str(e), e.rule)
+    ('no reason given', 'require_reason')
+    """
 
     def __init__(self, message: str, rule: str) -> None:
         super().__init__(message)
         self.rule = rule
+
+    def __reduce__(self) -> tuple[type[PromotionRefused], tuple[str, str]]:
+        return type(self), (str(self), self.rule)
 
 
 class DeploymentError(MlopsError):
@@ -189,3 +222,7 @@ class StorageError(ArtifactError):
 
 class FlavorError(ArtifactError):
     """A model object could not be saved or loaded by its flavor."""
+
+
+class DestinationExists(ArtifactError, FileExistsError):
+    """A download target exists and is not a folder the files can go into."""

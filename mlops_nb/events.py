@@ -6,7 +6,8 @@ registry operation. Webhooks are delivered on a background thread: an HTTP POST 
 signed with HMAC-SHA256 of the raw body under the webhook's secret and sent as
 ``X-Mlops-Signature: sha256=<hex>``. Each delivery is tried up to ``attempts`` times with
 a timeout per try (retrying connection errors, 429 and 5xx), and its outcome is stored in
-the workspace (``ws.webhook_deliveries()``). A receiver verifies a delivery with::
+the workspace (``ws.webhook_deliveries()``; see :mod:`mlops_nb.deliveries` for when the
+workspace cannot take the record). A receiver verifies a delivery with::
 
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     hmac.compare_digest(expected, request.headers["X-Mlops-Signature"])
@@ -24,12 +25,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .artifacts import canonical_json
 from .errors import InvalidArgument
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger("mlops_nb.events")
 
@@ -72,6 +76,27 @@ class Event:
 def check_event_name(name: str) -> None:
     if name not in EVENTS and name != "*":
         raise InvalidArgument(f"unknown event {name!r}; use one of: {', '.join(EVENTS)} or '*'")
+
+
+def check_webhook_url(url: object) -> str:
+    """A webhook URL with a scheme and a host.
+
+    >>> check_webhook_url("http://")
+    Traceback (most recent call last):
+    ...
+    mlops_nb.errors.InvalidArgument: webhook url 'http://' has no host; use e.g. 'https://hooks.example.com/mlops'
+    """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise InvalidArgument(f"webhook url must start with http:// or https://, got {url!r}")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as e:
+        raise InvalidArgument(f"webhook url {url!r} cannot be read: {e}") from e
+    if not parsed.host or any(c.isspace() for c in url):
+        raise InvalidArgument(
+            f"webhook url {url!r} has no host; use e.g. 'https://hooks.example.com/mlops'"
+        )
+    return url
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -77,6 +77,16 @@ def save(obj: Any, flavor: str, dest: Path) -> tuple[dict[str, Path], dict[str, 
                 f"skops could not save {type(obj).__name__}: {e}. Register it with "
                 "flavor='python' (cloudpickle) instead"
             ) from e
+        # skops writes some objects it then refuses to read (an attribute it cannot
+        # rebuild): a version that can never load is refused now, with the reason.
+        try:
+            sio.load(path, trusted=untrusted)
+        except Exception as e:
+            raise FlavorError(
+                f"skops saved {type(obj).__name__} but cannot load it back ({e}). Remove or "
+                "convert the attribute it names, or register with flavor='python' "
+                "(cloudpickle) instead"
+            ) from e
         extra.update(skops=skops.__version__, trusted_types=untrusted)
         return {"model.skops": path}, extra
     import cloudpickle

@@ -1,4 +1,4 @@
-"""Read-side SQL: resolving version references, version rows, search.
+"""Read-side SQL: resolving version references, version rows, metric conditions.
 
 A version reference is one of: a version number (``3`` or ``"3"``), ``"latest"``, an alias
 (``"@champion"``), a stage name (the newest version in that stage, e.g.
@@ -14,17 +14,19 @@ of a lookup.
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import duckdb
-import pandas as pd
 
+from . import validation
 from .errors import InvalidArgument, InvalidMetric, ModelNotFound, VersionNotFound
 from .policy import STAGES
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Matched with fullmatch: ``$`` would accept a trailing newline ("iris\n").
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _CONDITION_RE = re.compile(
     r"^\s*([A-Za-z_][\w.\-]*)\s*(>=|<=|==|!=|>|<|=)\s*"
     r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
@@ -45,20 +47,10 @@ _ROW_KEYS = [
 ]  # fmt: skip
 _ALIASES_AT = _ROW_KEYS.index("aliases")
 _JSON_KEYS = ("metrics", "params", "resources", "signature", "manifest")
-FRAME_COLUMNS = [
-    "model", "version", "label", "stage", "aliases", "tags", "framework", "algorithm",
-    "data_version", "created_at", "created_by", "digest",
-]  # fmt: skip
-# What a search frame shows: its columns but aliases, and the metrics it spreads out.
-_SEARCH_COLUMNS = """
-    v.model, v.number AS version, v.label, v.stage, v.tags, v.framework, v.algorithm,
-    v.data_version, v.created_at, v.created_by, v.digest, v.metrics
-"""
-_SEARCH_KEYS = [*(k for k in FRAME_COLUMNS if k != "aliases"), "metrics"]
 
 
 def check_name(name: object, what: str = "model") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidArgument(
             f"{what} name must be a string of letters, digits, '.', '_' or '-' (starting with "
             f"a letter or digit, at most 128 characters); got {name!r}"
@@ -85,13 +77,15 @@ def require_model(con: duckdb.DuckDBPyConnection, model: str) -> None:
 
 def _reference(con: duckdb.DuckDBPyConnection, model: str, ref: object) -> tuple[str, list[Any]]:
     """A condition on ``versions v`` (of ``model``) true for the version ``ref`` points at."""
-    if isinstance(ref, bool) or not isinstance(ref, int | str):
+    try:
+        ref = validation.version_ref(ref)
+    except InvalidArgument:
         require_model(con, model)  # an unknown model is reported first, as it always was
-        raise InvalidArgument(
-            f"version reference must be an int or a string, got {type(ref).__name__}"
-        )
+        raise
     if isinstance(ref, int) or ref.isdigit():
-        return "v.number = ?", [int(ref)]
+        number = int(ref)
+        # Beyond the INTEGER column: no such version (DuckDB would refuse the parameter).
+        return ("v.number = ?", [number]) if number < 2**31 else ("FALSE", [])
     if ref == "latest":
         return "v.number = (SELECT max(number) FROM versions WHERE model = ?)", [model]
     if ref.startswith("@"):
@@ -176,7 +170,15 @@ def parse_conditions(conditions: str | Iterable[str] | None) -> list[tuple[str, 
     """
     if conditions is None:
         return []
-    items = [conditions] if isinstance(conditions, str) else list(conditions)
+    if isinstance(conditions, str):
+        items: list[object] = [conditions]
+    elif isinstance(conditions, list | tuple | set | frozenset):
+        items = list(conditions)
+    else:
+        raise InvalidMetric(
+            f"metrics must be a condition string or a list of them, got {conditions!r}; "
+            "e.g. metrics='accuracy >= 0.9'"
+        )
     out = []
     for item in items:
         match = _CONDITION_RE.match(item) if isinstance(item, str) else None
@@ -186,92 +188,9 @@ def parse_conditions(conditions: str | Iterable[str] | None) -> list[tuple[str, 
                 "one of >=, <=, >, <, ==, != (e.g. 'accuracy >= 0.9')"
             )
         name, op, value = match.groups()
+        if not math.isfinite(float(value)):
+            raise InvalidMetric(
+                f"metric condition {item!r} compares with {value}: use a finite number"
+            )
         out.append((name, "==" if op == "=" else op, float(value)))
     return out
-
-
-def search(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    model: str | None = None,
-    stage: str | Sequence[str] | None = None,
-    tags: str | Sequence[str] | None = None,
-    alias: str | None = None,
-    metrics: str | Iterable[str] | None = None,
-    limit: int | None = None,
-) -> pd.DataFrame:
-    """Versions matching every filter given, newest first within each model."""
-    where: list[str] = []
-    params: list[Any] = []
-    if model is not None:
-        where.append("v.model = ?")
-        params.append(check_name(model))
-    if stage is not None:
-        stages = [stage] if isinstance(stage, str) else list(stage)
-        for s in stages:
-            if s not in STAGES:
-                raise InvalidArgument(f"unknown stage {s!r}; use one of {', '.join(STAGES)}")
-        where.append("list_contains(?, v.stage)")
-        params.append(stages)
-    if tags is not None:
-        tag_list = [tags] if isinstance(tags, str) else list(tags)
-        where.append("list_has_all(v.tags, ?)")
-        params.append(tag_list)
-    if alias is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM aliases a WHERE a.model = v.model "
-            "AND a.version = v.number AND a.alias = ?)"
-        )
-        params.append(alias.lstrip("@"))
-    for name, op, value in parse_conditions(metrics):
-        sql_op = "=" if op == "==" else op
-        where.append(
-            "EXISTS (SELECT 1 FROM version_metrics m WHERE m.model = v.model AND "
-            f"m.version = v.number AND m.name = ? AND m.value {sql_op} ?)"
-        )
-        params.extend([name, value])
-    sql = f"SELECT {_SEARCH_COLUMNS} FROM versions v"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY v.model, v.number DESC"
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
-        sql += f" LIMIT {limit}"
-    rows = [dict(zip(_SEARCH_KEYS, r, strict=True)) for r in con.execute(sql, params).fetchall()]
-    if rows:
-        aliases = _aliases(con, sorted({r["model"] for r in rows}))
-        for r in rows:
-            r["aliases"] = aliases.get((r["model"], r["version"]), [])
-    return to_frame(rows)
-
-
-def _aliases(con: duckdb.DuckDBPyConnection, models: list[str]) -> dict[tuple[str, int], list[str]]:
-    """The aliases of these models' versions, each list sorted."""
-    out: dict[tuple[str, int], list[str]] = {}
-    for model, version, alias in con.execute(
-        "SELECT model, version, alias FROM aliases WHERE list_contains(?, model) ORDER BY alias",
-        [models],
-    ).fetchall():
-        out.setdefault((model, version), []).append(alias)
-    return out
-
-
-def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per version; each metric becomes a column of its own."""
-    records = []
-    metric_names: list[str] = []
-    for r in rows:
-        metrics = json.loads(r["metrics"]) if isinstance(r["metrics"], str) else r["metrics"]
-        rec = {k: r[k] for k in FRAME_COLUMNS}
-        rec["aliases"] = list(r["aliases"] or [])
-        rec["tags"] = list(r["tags"] or [])
-        for k, val in metrics.items():
-            col = f"metric:{k}" if k in FRAME_COLUMNS else k
-            if col not in metric_names:
-                metric_names.append(col)
-            rec[col] = val
-        records.append(rec)
-    columns = [*FRAME_COLUMNS[:4], "aliases", *sorted(metric_names), *FRAME_COLUMNS[5:]]
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    return frame.reset_index(drop=True)

@@ -19,23 +19,26 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import flavors, query, render, validation
+from . import flavors, query, render, search, validation
 from .artifacts import manifest_digest
 from .errors import (
     AliasNotFound,
+    DestinationExists,
     DuplicateLabel,
     InvalidArgument,
     InvalidStage,
     PromotionRefused,
     VersionNotFound,
 )
-from .policy import STAGES, Policy, check
+from .policy import STAGES, Policy, check, may_approve, may_promote
 from .signature import as_frame, infer_inputs, infer_outputs
+from .staging import staging
 
 if TYPE_CHECKING:
     import duckdb
@@ -76,11 +79,7 @@ class Model:
 
     def version(self, ref: int | str) -> ModelVersion:
         """A handle on one version: a number, 'latest', '@alias', a stage or a semver label."""
-        if isinstance(ref, bool) or not isinstance(ref, int | str):
-            raise InvalidArgument(
-                f"version reference must be an int or a string, got {type(ref).__name__}"
-            )
-        return ModelVersion(self._ws, self.name, ref)
+        return ModelVersion(self._ws, self.name, validation.version_ref(ref))
 
     def exists(self) -> bool:
         return self._ws._store.read(lambda con: query.model_exists(con, self.name))
@@ -89,7 +88,7 @@ class Model:
         """Every version, newest first, one column per metric."""
 
         def run(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-            frame = query.search(con, model=self.name)
+            frame = search.search(con, model=self.name)
             if frame.empty:
                 query.require_model(con, self.name)
             return frame
@@ -159,14 +158,23 @@ class Model:
                 f"unknown flavor {chosen!r}; use one of {', '.join(flavors.FLAVORS)}"
             )
         framework, algorithm = flavors.describe(model, chosen)
+        # Refusals that need the database come before any file is stored.
+        ws._store.read(lambda con: self._check_new(con, label_value, parent_version))
+        # git runs while the files are saved and stored, not before or while holding the
+        # database.
+        commit: list[str | None] = []
+        git = threading.Thread(target=lambda: commit.append(ws.git_commit()), daemon=True)
+        git.start()
         signature: dict[str, Any] | None = None
-        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
-            folder = Path(tmp)
+        written: list[str] = []
+        with staging() as folder:
             files, extra = flavors.save(model, chosen, folder)
             roles = dict.fromkeys(files, "model")
             if input_example is not None:
                 example = _frame(input_example, "input_example")
-                files["input_example.parquet"] = _write_parquet(example, folder / "example.parquet")
+                files["input_example.parquet"] = _write_parquet(
+                    example, folder / "example.parquet", "input_example"
+                )
                 roles["input_example.parquet"] = "input_example"
                 signature = {
                     "inputs": infer_inputs(input_example),
@@ -174,14 +182,19 @@ class Model:
                 }
             if reference_data is not None:
                 reference = _frame(reference_data, "reference_data")
-                files["reference.parquet"] = _write_parquet(reference, folder / "reference.parquet")
+                files["reference.parquet"] = _write_parquet(
+                    reference, folder / "reference.parquet", "reference_data"
+                )
                 roles["reference.parquet"] = "reference"
-            manifest = ws.artifacts.put_files(files, roles, extra)
+            try:
+                manifest = ws.artifacts.put_files(files, roles, extra, written, scratch=folder)
+            except BaseException:
+                ws.artifacts.discard(written)
+                raise
         digest = manifest_digest(manifest)
         actor = ws.actor()
         now = ws.now()
-        # Runs git: done before the transaction, not while holding the database.
-        commit = ws.git_commit()
+        git.join()
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
             if not query.model_exists(con, self.name):
@@ -189,18 +202,8 @@ class Model:
                     "INSERT INTO models (name, created_at, created_by) VALUES (?, ?, ?)",
                     [self.name, now, actor],
                 )
-            if label_value is not None:
-                taken = con.execute(
-                    "SELECT number FROM versions WHERE model = ? AND label = ?",
-                    [self.name, label_value],
-                ).fetchone()
-                if taken:
-                    raise DuplicateLabel(
-                        f"label {label_value!r} already names {self.name} v{taken[0]}; labels "
-                        "are unique per model, pick the next version number"
-                    )
-            if parent_version is not None:
-                query.resolve(con, self.name, parent_version)
+            # Checked again: another process may have taken the label meanwhile.
+            self._check_new(con, label_value, parent_version)
             row = con.execute(
                 "SELECT coalesce(max(number), 0) + 1 FROM versions WHERE model = ?", [self.name]
             ).fetchone()
@@ -217,7 +220,7 @@ class Model:
                     algorithm,
                     data_version,
                     parent_version,
-                    commit,
+                    commit[0] if commit else None,
                     json.dumps(metric_values),
                     json.dumps(param_values),
                     json.dumps(resource_values),
@@ -232,9 +235,11 @@ class Model:
                 ],
             )
             if metric_values:
-                con.executemany(
-                    "INSERT INTO version_metrics VALUES (?, ?, ?, ?)",
-                    [[self.name, number, k, val] for k, val in metric_values.items()],
+                # One statement (executemany prepares and runs one per metric).
+                con.execute(
+                    "INSERT INTO version_metrics SELECT ?, ?, unnest(?::VARCHAR[]), "
+                    "unnest(?::DOUBLE[])",
+                    [self.name, number, list(metric_values), list(metric_values.values())],
                 )
             ws._audit(
                 con,
@@ -248,9 +253,29 @@ class Model:
             )
             return number
 
-        number = ws._store.write(write)
+        try:
+            number = ws._store.write(write)
+        except BaseException:
+            # Nothing was recorded: blobs this call stored and no version uses go again.
+            _discard_unreferenced(ws, written)
+            raise
         ws._emit("registered", self.name, number, {"digest": digest, "label": label_value})
         return ModelVersion(ws, self.name, number)
+
+    def _check_new(
+        self, con: duckdb.DuckDBPyConnection, label: str | None, parent: int | None
+    ) -> None:
+        if label is not None:
+            taken = con.execute(
+                "SELECT number FROM versions WHERE model = ? AND label = ?", [self.name, label]
+            ).fetchone()
+            if taken:
+                raise DuplicateLabel(
+                    f"label {label!r} already names {self.name} v{taken[0]}; labels are "
+                    "unique per model, pick the next version number"
+                )
+        if parent is not None:
+            query.resolve(con, self.name, parent)
 
     def set_alias(self, alias: str, version: int | str) -> ModelVersion:
         """Point ``alias`` (e.g. 'champion') at a version; moves it if it exists."""
@@ -282,6 +307,8 @@ class Model:
         return ModelVersion(ws, self.name, number)
 
     def remove_alias(self, alias: str) -> None:
+        """Remove ``alias`` ('champion' or '@champion')."""
+        alias = _check_alias(alias)
         ws = self._ws
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
@@ -419,23 +446,37 @@ class ModelVersion:
             dest = Path(tempfile.mkdtemp(prefix=f"mlops-nb-{self.model}-v{self.number}-"))
             self._fetch({"model"}, dest)
             return flavors.load(row["manifest"], dest)
-        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
-            self._fetch({"model"}, Path(tmp))
-            return flavors.load(row["manifest"], Path(tmp))
+        with staging() as tmp:
+            self._fetch({"model"}, tmp)
+            return flavors.load(row["manifest"], tmp)
 
     def download(self, dest: str | Path) -> Path:
-        """Copy every verified artifact file of this version into ``dest``."""
-        target = Path(dest)
-        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
-            self._fetch({"model", "input_example", "reference"}, Path(tmp))
-            flavors.copy_tree(Path(tmp), target)
+        """Copy every verified artifact file of this version into ``dest``: a new folder
+        or an existing one without files of the same names (nothing is overwritten)."""
+        if not isinstance(dest, str | Path):
+            raise InvalidArgument(f"dest must be a str or Path, got {type(dest).__name__}")
+        target = Path(dest).expanduser()
+        if target.exists() and not target.is_dir():
+            raise DestinationExists(
+                f"{str(target)!r} exists and is not a folder; pass a new folder name or an "
+                "existing folder to download into"
+            )
+        with staging() as tmp:
+            paths = self._fetch({"model", "input_example", "reference"}, tmp)
+            clashes = sorted(rel for rel in paths if (target / rel).exists())
+            if clashes:
+                raise DestinationExists(
+                    f"{str(target)!r} already holds {', '.join(clashes)}; download into an "
+                    "empty or new folder, or remove those files first"
+                )
+            flavors.copy_tree(tmp, target)
         return target
 
     def _frame_artifact(self, role: str, name: str) -> pd.DataFrame | None:
         if not any(f["role"] == role for f in self._info()["manifest"]["files"]):
             return None
-        with tempfile.TemporaryDirectory(prefix="mlops-nb-") as tmp:
-            paths = self._fetch({role}, Path(tmp))
+        with staging() as tmp:
+            paths = self._fetch({role}, tmp)
             return pd.read_parquet(paths[name])
 
     def input_example(self) -> pd.DataFrame | None:
@@ -480,8 +521,9 @@ class ModelVersion:
                     [self.model, number],
                 ).fetchall()
             ]
-            broken = check(
-                ws._policy_for(con, self.model), stage, row["metrics"], reason, approvers
+            policy = ws._policy_for(con, self.model)
+            broken = may_promote(policy, stage, ws.actor()) or check(
+                policy, stage, row["metrics"], reason, approvers
             )
             if broken:
                 refused.append(broken)
@@ -551,8 +593,18 @@ class ModelVersion:
         ws = self._ws
         actor = ws.actor()
 
+        refused: list[tuple[str, str]] = []
+
         def write(con: duckdb.DuckDBPyConnection) -> int:
             number = query.resolve(con, self.model, self._ref)
+            broken = may_approve(ws._policy_for(con, self.model), actor)
+            if broken:
+                refused.append(broken)
+                ws._audit(
+                    con, "approve_refused", self.model, number, None, None, comment,
+                    {"rule": broken[0]},
+                )  # fmt: skip
+                return number
             con.execute(
                 "INSERT OR IGNORE INTO approvals VALUES (?, ?, ?, ?, ?)",
                 [self.model, number, actor, ws.now(), comment],
@@ -561,6 +613,9 @@ class ModelVersion:
             return number
 
         number = ws._store.write(write)
+        if refused:
+            rule, why = refused[0]
+            raise PromotionRefused(f"approval of {self.model} v{number} refused: {why}", rule)
         ws._emit("approved", self.model, number, {"comment": comment})
         return ModelVersion(ws, self.model, number)
 
@@ -606,15 +661,64 @@ def _check_alias(alias: object) -> str:
     return name
 
 
+def used_blobs(con: duckdb.DuckDBPyConnection, uri: str) -> set[str]:
+    """Hex digests of every blob a recorded version in artifact store ``uri`` uses."""
+    used = set()
+    for digest, manifest in con.execute(
+        "SELECT digest, manifest FROM versions WHERE artifact_uri = ?", [uri]
+    ).fetchall():
+        used.add(str(digest).removeprefix("sha256:"))
+        used.update(str(f["sha256"]) for f in json.loads(manifest)["files"])
+    return used
+
+
+def _discard_unreferenced(ws: Workspace, hexdigests: list[str]) -> None:
+    """Delete blobs a failed registration stored, unless a recorded version uses them
+    (another registration of the same bytes may have committed meanwhile)."""
+    if not hexdigests:
+        return
+
+    def unused(con: duckdb.DuckDBPyConnection) -> list[str]:
+        rows = con.execute(
+            "SELECT h FROM unnest(?::VARCHAR[]) t(h) WHERE NOT EXISTS (SELECT 1 FROM versions "
+            "WHERE contains(manifest::VARCHAR, h) OR digest = 'sha256:' || h)",
+            [hexdigests],
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    try:
+        doomed = ws._store.read(unused)
+    except Exception:
+        return  # the workspace cannot say: keeping a stray blob is the safe side
+    ws.artifacts.discard(doomed)
+
+
 def _frame(data: Any, what: str) -> pd.DataFrame:
     try:
-        return as_frame(data)
+        frame = as_frame(data)
     except (ValueError, TypeError) as e:
         raise InvalidArgument(f"{what} must be tabular (DataFrame or 2-D array): {e}") from e
+    names = [str(c) for c in frame.columns]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidArgument(
+            f"{what} has repeated column names {repeated}; rename them so each column has "
+            "its own name"
+        )
+    return frame
 
 
-def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+def _write_parquet(frame: pd.DataFrame, path: Path, what: str) -> Path:
+    import pyarrow as pa
+
     frame = frame.copy()
     frame.columns = [str(c) for c in frame.columns]
-    frame.to_parquet(path, index=False)
+    try:
+        frame.to_parquet(path, index=False)
+    except (pa.ArrowException, ValueError, TypeError) as e:
+        raise InvalidArgument(
+            f"{what} cannot be stored as Parquet: {e}. A column mixing types (numbers and "
+            "text in one object column) is the usual cause: convert it with "
+            "df[col].astype(str) or to one numeric type"
+        ) from e
     return path

@@ -7,16 +7,22 @@ Version 1 kept metrics only as JSON on the version row. Version 2 adds a typed
 ``version_metrics`` table (filled from that JSON) so metric conditions are plain SQL,
 plus approvals, webhooks and webhook deliveries. Version 3 adds the monitoring catalog:
 prediction log files, delayed labels and stored drift runs. Version 4 adds deployments,
-their revisions and the guard's checks. Version 5 adds persisted rollouts: a
+their revisions and the guard's checks. Version 5 adds persisted rollouts (a
 generation number changed by compare-and-set, the rollout's state and a watch on the
-deployment, each revision's completion time, and the rollout each check belongs to.
+deployment, each revision's completion time, and the rollout each check belongs to) and
+records the operating-system user beside the acting user in the audit log.
+
+A file with tables but no ``meta.schema_version`` belongs to another application and is
+refused untouched: migrations never add tables to it.
 """
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import duckdb
 
-from .errors import SchemaTooNew
+from .errors import NotAWorkspace, SchemaTooNew
 
 SCHEMA_VERSION = 5
 
@@ -190,7 +196,7 @@ _V4 = [
 ]
 
 # Persisted rollouts (deployment core).
-_V5 = [
+_V5_DEPLOYMENTS = [
     "ALTER TABLE deployments ADD COLUMN generation BIGINT DEFAULT 0",
     "ALTER TABLE deployments ADD COLUMN rollout JSON",
     "ALTER TABLE deployments ADD COLUMN watch JSON",
@@ -200,7 +206,15 @@ _V5 = [
     "ALTER TABLE guard_checks ADD COLUMN rollout INTEGER",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+
+def _registry_v5() -> list[str]:
+    """Registry: who was logged in beside who was acting (``MLOPS_NB_USER`` may differ)."""
+    return ["ALTER TABLE audit ADD COLUMN IF NOT EXISTS os_user VARCHAR"]
+
+
+MIGRATIONS: dict[int, list[str]] = {
+    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: [*_V5_DEPLOYMENTS, *_registry_v5()],
+}  # fmt: skip
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -210,9 +224,28 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
         "WHERE table_name = 'meta' AND table_schema = 'main'"
     ).fetchone()
     if not has_meta or has_meta[0] == 0:
-        return 0
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+        foreign = [
+            str(r[0])
+            for r in con.execute(
+                "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                "WHERE table_catalog = current_database() ORDER BY 1 LIMIT 5"
+            ).fetchall()
+        ]
+        return _foreign(foreign) if foreign else 0
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else _foreign(["main.meta"])
+    except (duckdb.BinderException, duckdb.CatalogException, ValueError):
+        # Another application's ``meta`` table (other columns, or values not ours).
+        return _foreign(["main.meta"])
+
+
+def _foreign(tables: list[str]) -> NoReturn:
+    raise NotAWorkspace(
+        f"this DuckDB file belongs to another application (it holds {', '.join(tables)} and "
+        "no mlops_nb schema); it was left unchanged. Pass the path of an mlops_nb "
+        "workspace, or a new file name to create one"
+    )
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: str, target: int = SCHEMA_VERSION) -> int:

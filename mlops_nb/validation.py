@@ -33,7 +33,10 @@ def metrics(value: object) -> dict[str, float]:
                 f"metric {name!r} must be a number, got {type(raw).__name__} {raw!r}; "
                 "log text as params or tags instead"
             )
-        number = float(raw)
+        try:
+            number = float(raw)
+        except OverflowError:
+            number = math.inf
         if not math.isfinite(number):
             raise InvalidMetric(
                 f"metric {name!r} is {number}; metrics must be finite numbers (check the "
@@ -58,12 +61,18 @@ def json_dict(value: object, what: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidArgument(f"{what} must be a dict, got {type(value).__name__}")
     try:
-        result: dict[str, Any] = json.loads(json.dumps(dict(value), default=_jsonable))
-    except (TypeError, ValueError) as e:
+        text = json.dumps(dict(value), default=_jsonable, allow_nan=False)
+    except ValueError as e:
+        raise InvalidArgument(
+            f"{what} must hold finite numbers: NaN and infinity have no JSON form ({e}); "
+            "record a missing value as None, or the number as a string"
+        ) from e
+    except (TypeError, RecursionError) as e:
         raise InvalidArgument(
             f"{what} must hold JSON values (str, number, bool, None, lists, dicts): {e} "
             "is not; convert it with str() first"
         ) from e
+    result: dict[str, Any] = json.loads(text)
     return result
 
 
@@ -76,6 +85,32 @@ def tags(value: object) -> list[str]:
     ):
         raise InvalidArgument(f"tags must be a list of non-empty strings, got {value!r}")
     return sorted(set(items))
+
+
+def version_ref(ref: object) -> int | str:
+    """A version reference as given, refused when it cannot mean one version.
+
+    >>> version_ref("3"), version_ref("@champion")
+    ('3', '@champion')
+    """
+    if isinstance(ref, bool) or not isinstance(ref, int | str):
+        raise InvalidArgument(
+            f"version reference must be an int or a string, got {type(ref).__name__}"
+        )
+    if isinstance(ref, int):
+        if ref < 1:
+            raise InvalidArgument(f"version numbers start at 1, got {ref}")
+        return ref
+    if not ref.isascii() and any(c.isdigit() or c.isnumeric() for c in ref):
+        raise InvalidArgument(
+            f"version reference {ref!r} has non-ASCII digits; write the number with 0-9 "
+            "(e.g. '3' or 3)"
+        )
+    if ref != ref.strip() or not ref:
+        raise InvalidArgument(
+            f"version reference {ref!r} is empty or has surrounding whitespace; strip it"
+        )
+    return ref
 
 
 def is_semver(text: str) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -25,12 +26,22 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from . import query, render
+from . import query, render, search
 from .artifacts import ArtifactStore, open_store
+from .deliveries import record_delivery
 from .errors import InvalidArgument
-from .events import Callback, Event, EventBus, check_event_name, now, post_signed
+from .events import (
+    Callback,
+    Event,
+    EventBus,
+    check_event_name,
+    check_webhook_url,
+    now,
+    post_signed,
+)
 from .policy import Policy
 from .registry import Model
+from .staging import sweep_staging
 from .store import Store
 
 if TYPE_CHECKING:
@@ -41,6 +52,8 @@ if TYPE_CHECKING:
     from .pipelines.notify import Notifier
     from .pipelines.run import Run as PipelineRun
     from .widgets.registry import RegistryView
+
+log = logging.getLogger("mlops_nb")
 
 
 class Workspace:
@@ -55,6 +68,7 @@ class Workspace:
         s3_options: dict[str, Any] | None = None,
         busy_timeout: float = 30.0,
         linger: float = 0.2,
+        create: bool | None = None,
     ) -> None:
         if not isinstance(path, str | Path):
             raise InvalidArgument(f"path must be a str or Path, got {type(path).__name__}")
@@ -66,7 +80,17 @@ class Workspace:
         self._s3_options = s3_options
         self._tmp: weakref.finalize[Any, Any] | None = None
         self._tmp_logs: weakref.finalize[Any, Any] | None = None
-        self._store = Store(path, busy_timeout=busy_timeout, linger=linger)
+        if create is not None and not isinstance(create, bool):
+            raise InvalidArgument(f"create must be True, False or None, got {create!r}")
+        self._store = Store(path, busy_timeout=busy_timeout, linger=linger, create=create)
+        if self._store.created and create is None:
+            # A typo in the path would otherwise go unnoticed until the models are missing.
+            log.warning(
+                "created a new workspace at %s; pass create=True to create one quietly, "
+                "create=False to refuse a path that does not exist",
+                self._store.path,
+            )
+        sweep_staging()
         self.events = EventBus()
         self._stores: dict[str, ArtifactStore] = {}
         self.artifacts = self._artifact_store(self._artifact_root(artifacts))
@@ -121,6 +145,11 @@ class Workspace:
         user = os.environ.get("MLOPS_NB_USER")
         if user:
             return user
+        return Workspace.os_user()
+
+    @staticmethod
+    def os_user() -> str:
+        """The login name of this process, kept in the audit log beside :meth:`actor`."""
         try:
             return getpass.getuser()
         except (KeyError, OSError):
@@ -134,21 +163,27 @@ class Workspace:
     def git_commit() -> str | None:
         """HEAD of the git repository around the working directory, ``+dirty`` if changed."""
         try:
-            head = subprocess.run(
-                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-            )
-            if head.returncode != 0:
-                return None
-            status = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
+            # One process for both answers: the commit and whether tracked files changed.
+            out = subprocess.run(
+                ["git", "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
                 capture_output=True,
                 text=True,
                 timeout=5,
             )
         except (OSError, subprocess.SubprocessError):
             return None
-        commit = head.stdout.strip()
-        return commit + ("+dirty" if status.stdout.strip() else "")
+        if out.returncode != 0:
+            return None
+        commit = None
+        dirty = False
+        for line in out.stdout.splitlines():
+            if line.startswith("# branch.oid "):
+                commit = line.split()[2]
+            elif not line.startswith("#"):
+                dirty = True
+        if commit is None or commit == "(initial)":
+            return None
+        return commit + ("+dirty" if dirty else "")
 
     # -- handles and queries -------------------------------------------------------------
 
@@ -222,7 +257,7 @@ class Workspace:
     ) -> pd.DataFrame:
         """Versions matching every filter: ``metrics="accuracy >= 0.9"`` or a list of such."""
         return self._store.read(
-            lambda con: query.search(
+            lambda con: search.search(
                 con, model=model, stage=stage, tags=tags, alias=alias, metrics=metrics, limit=limit
             )
         )
@@ -230,8 +265,8 @@ class Workspace:
     def audit(self, model: str | None = None, limit: int | None = None) -> pd.DataFrame:
         """The audit log, oldest first: who did what to which version, when and why."""
         sql = (
-            "SELECT id, happened_at, actor, action, model, version, from_value, to_value, reason "
-            "FROM audit"
+            "SELECT id, happened_at, actor, os_user, action, model, version, from_value, "
+            "to_value, reason FROM audit"
         )
         params: list[Any] = []
         if model is not None:
@@ -243,6 +278,29 @@ class Workspace:
                 raise InvalidArgument(f"limit must be a non-negative integer, got {limit!r}")
             sql = f"SELECT * FROM ({sql} DESC LIMIT {limit}) ORDER BY id"
         return self._store.query_df(sql, params)
+
+    def remove_orphan_blobs(
+        self, *, older_than: float = 3600.0, dry_run: bool = False
+    ) -> list[str]:
+        """Delete artifact blobs no version uses that are older than ``older_than`` seconds
+        (left by registrations killed before they were recorded); returns their digests.
+
+        The age keeps blobs of registrations still running in other processes; pass
+        ``dry_run=True`` to see what would go.
+        """
+        from .registry import used_blobs
+
+        if (
+            isinstance(older_than, bool)
+            or not isinstance(older_than, int | float)
+            or not (older_than >= 0)
+        ):
+            raise InvalidArgument(f"older_than must be seconds >= 0, got {older_than!r}")
+        used = self._store.read(lambda con: used_blobs(con, self.artifacts.uri))
+        doomed = self.artifacts.orphans(used, float(older_than))
+        if not dry_run:
+            self.artifacts.discard(doomed)
+        return doomed
 
     # -- policy --------------------------------------------------------------------------
 
@@ -288,8 +346,7 @@ class Workspace:
 
     def add_webhook(self, url: str, *, secret: str, events: Sequence[str] = ("*",)) -> int:
         """POST signed JSON to ``url`` for ``events``; returns the webhook id."""
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            raise InvalidArgument(f"webhook url must start with http:// or https://, got {url!r}")
+        check_webhook_url(url)
         if not isinstance(secret, str) or len(secret) < 8:
             raise InvalidArgument("webhook secret must be a string of at least 8 characters")
         names = [events] if isinstance(events, str) else list(events)
@@ -350,21 +407,13 @@ class Workspace:
 
     def _deliver(self, hook_id: int, url: str, secret: str, event: Event) -> None:
         result = post_signed(url, secret, event)
-        self._store.write(
-            lambda con: con.execute(
-                "INSERT INTO deliveries (webhook_id, event, delivered_at, attempts, status_code, "
-                "ok, error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    hook_id,
-                    event.name,
-                    self.now(),
-                    result.attempts,
-                    result.status_code,
-                    result.ok,
-                    result.error,
-                ],
-            )
-        )
+        row = [hook_id, event.name, self.now(), result.attempts, result.status_code, result.ok,
+               result.error]  # fmt: skip
+        record_delivery(self._store, row, self._pending_deliveries)
+
+    @property
+    def _pending_deliveries(self) -> Path | None:
+        return None if self._store.memory else Path(f"{self._store.path}.deliveries-pending.jsonl")
 
     def _audit(
         self,
@@ -382,11 +431,12 @@ class Workspace:
         if pipeline_run:
             details = {**(details or {}), "pipeline_run": pipeline_run}
         con.execute(
-            "INSERT INTO audit (happened_at, actor, action, model, version, from_value, "
-            "to_value, reason, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (happened_at, actor, os_user, action, model, version, "
+            "from_value, to_value, reason, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 self.now(),
                 self.actor(),
+                self.os_user(),
                 action,
                 model,
                 version,
@@ -435,10 +485,15 @@ def open(
     s3_options: dict[str, Any] | None = None,
     busy_timeout: float = 30.0,
     linger: float = 0.2,
+    create: bool | None = None,
 ) -> Workspace:
     """Open (or create) a workspace.
 
-    ``path`` is a DuckDB file (created with its folder's permission) or ``":memory:"``.
+    ``path`` is a DuckDB file or ``":memory:"``. A path that does not exist becomes a new
+    workspace (logged as a warning, so a typo shows) unless ``create=False``, which
+    refuses it with :class:`~mlops_nb.errors.WorkspaceMissing`; ``create=True`` creates
+    quietly. A DuckDB file of another application is refused unchanged
+    (:class:`~mlops_nb.errors.NotAWorkspace`).
     ``artifacts`` is a folder or ``s3://bucket/prefix``; by default a folder beside the
     file, named ``<stem>-artifacts``. ``logs`` is the folder of prediction logs (Parquet),
     by default ``<stem>-logs`` beside the file. ``s3_options`` go to ``boto3.client("s3", ...)``
@@ -452,4 +507,5 @@ def open(
         s3_options=s3_options,
         busy_timeout=busy_timeout,
         linger=linger,
+        create=create,
     )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +116,42 @@ def test_webhook_arguments_are_checked(ws: mnb.Workspace) -> None:
     assert ws.webhooks().empty
     with pytest.raises(mnb.InvalidArgument, match="no webhook"):
         ws.remove_webhook(hook)
+
+
+def test_delivery_that_cannot_be_recorded_is_kept_and_recorded_later(
+    tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "hooks.duckdb"
+    ws = mnb.open(path, linger=0, busy_timeout=0.3)
+    ws.add_webhook(receiver.url, secret=receiver.secret, events=["registered"])
+    ws.model("m").register({"v": 1})
+    assert ws.flush(timeout=30)
+    # Another process takes the file, so the next record finds it busy past the timeout.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys\ncon = duckdb.connect({str(path)!r})\n"
+         "print('held', flush=True)\nsys.stdin.readline()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        event = mnb.Event("registered", "m", 2, "tester", datetime.now(UTC), {})
+        hook_id = 1  # the webhook added above
+        with caplog.at_level(logging.ERROR, logger="mlops_nb.events"):
+            ws._deliver(hook_id, receiver.url, receiver.secret, event)
+        assert "could not record webhook delivery" in caplog.text
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    pending = Path(f"{path}.deliveries-pending.jsonl")
+    assert len(pending.read_text().splitlines()) == 1
+    ws.model("m").register({"v": 3})  # its delivery records the kept one too
+    assert ws.flush(timeout=30)
+    deliveries = ws.webhook_deliveries()
+    assert len(deliveries) == 3 and deliveries["ok"].all()
+    assert not pending.exists()
+    assert len(receiver.received) == 3
+    ws.close()
