@@ -209,9 +209,10 @@ class KubernetesBackend(Backend):
         api = CoreV1Api(self.cluster.api)
         for container in ("server", "fetch-artifact"):
             try:
-                text = str(
-                    api.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=20)
+                resp = api.read_namespaced_pod_log(
+                    pod, self.ns, container=container, tail_lines=20, _preload_content=False
                 )
+                text = str(resp.data.decode(errors="replace"))
             except Exception:
                 continue
             if text.strip():

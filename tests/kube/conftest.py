@@ -19,13 +19,6 @@ from mlops_nb.kube.emulator import Emulator
 SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
 
 
-class Broken:
-    """A model that fails every request (the server answers 500)."""
-
-    def predict(self, frame: Any) -> Any:
-        raise RuntimeError("this version is broken")
-
-
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     with Emulator(namespaces=("default", "ml")) as emu:
@@ -60,6 +53,13 @@ def s3ws(tmp_path: Path, s3_endpoint: str, s3_env: None) -> Iterator[mnb.Workspa
 @pytest.fixture
 def models(s3ws: mnb.Workspace, iris_data: Any) -> dict[str, mnb.ModelVersion]:
     X, y = iris_data
+
+    class Broken:  # defined here so it is pickled by value and loads in the pod
+        """A model that fails every request (the server answers 500)."""
+
+        def predict(self, frame: Any) -> Any:
+            raise RuntimeError("this version is broken")
+
     m = s3ws.model("iris")
     example = X.head(5)
     return {

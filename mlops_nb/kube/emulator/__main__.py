@@ -21,9 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     emu = Emulator(args.port, processes=not args.simulate,
                    namespaces=("default", *args.namespace))  # fmt: skip
+    if args.kubeconfig:  # before the port opens, so a client that sees the port finds it
+        emu.kubeconfig(args.kubeconfig)
     with emu:
-        if args.kubeconfig:
-            emu.kubeconfig(args.kubeconfig)
         print(f"Kubernetes API emulator on {emu.url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             done.wait()

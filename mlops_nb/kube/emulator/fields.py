@@ -5,8 +5,8 @@ name, ports by port) is ``"k:<key>=<value>"``, as ``managedFields`` spell it.
 
 >>> sorted(leaves({"spec": {"replicas": 2, "containers": [{"name": "a", "image": "x"}]}}))
 [('spec', 'containers', 'k:name=a', 'image'), ('spec', 'containers', 'k:name=a', 'name'), ('spec', 'replicas')]
->>> merge({"c": [{"name": "a", "x": 1}]}, {"c": [{"name": "a", "y": 2}, {"name": "b"}]})
-{'c': [{'name': 'a', 'x': 1, 'y': 2}, {'name': 'b'}]}
+>>> merge({"containers": [{"name": "a", "x": 1}]}, {"containers": [{"name": "a", "y": 2}]})
+{'containers': [{'name': 'a', 'x': 1, 'y': 2}]}
 """
 
 from __future__ import annotations

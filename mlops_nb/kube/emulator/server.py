@@ -177,7 +177,9 @@ class Handler(BaseHTTPRequestHandler):
     def _verb(self, name: str | None) -> str:
         if self.command == "GET":
             return (
-                "get" if name else ("watch" if self.query.get("watch") in ("true", "1") else "list")
+                "get"
+                if name
+                else ("watch" if self.query.get("watch", "").lower() in ("true", "1") else "list")
             )
         return {"POST": "create", "PUT": "update", "PATCH": "patch",
                 "DELETE": "delete" if name else "deletecollection"}[self.command]  # fmt: skip
@@ -226,7 +228,7 @@ class Handler(BaseHTTPRequestHandler):
                     405, "MethodNotAllowed", "apply to subresources is not supported here"
                 )
             return store.apply(kind, ns, name, yaml.safe_load(body), self._manager(),
-                               force=self.query.get("force") == "true", dry_run=dry)  # fmt: skip
+                               force=self.query.get("force", "").lower() == "true", dry_run=dry)  # fmt: skip
         live = store.get(kind, ns, name)
         current = _scale_of(live) if sub == "scale" else live
         if verb == "update":
