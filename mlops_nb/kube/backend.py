@@ -8,8 +8,6 @@ attached from another process knows what it serves.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..deploy.target import (
@@ -17,13 +15,13 @@ from ..deploy.target import (
     DesiredState,
     Observed,
     RevisionStatus,
-    RevisionTraffic,
     Traffic,
 )
 from ..errors import ClusterNotFound, InvalidArgument, KubernetesError, RolloutFailed
-from . import metrics
+from . import history, scrape
 from . import names as n
 from .client import FIELD_MANAGER, Cluster, explain
+from .history import Undo, rev_of, version_of
 from .render import DESIRED_ANN, pick_primary, render
 from .status import crash_looping, replica, rollout_status
 
@@ -37,18 +35,6 @@ OWNED = (("apps/v1", "Deployment"), ("argoproj.io/v1alpha1", "Rollout"),
          ("gateway.networking.k8s.io/v1", "HTTPRoute"), ("networking.istio.io/v1", "VirtualService"),
          ("networking.istio.io/v1", "DestinationRule"), ("argoproj.io/v1alpha1", "AnalysisTemplate"),
          ("v1", "Service"), ("v1", "ConfigMap"))  # fmt: skip
-REVISION_ANN = "deployment.kubernetes.io/revision"
-
-
-@dataclass(frozen=True)
-class Undo:
-    """What an undo did: Kubernetes revisions (as ``kubectl rollout history``) and the version."""
-
-    from_revision: int
-    to_revision: int
-    revision: int
-    version: int
-    skipped: bool = False
 
 
 class KubernetesBackend(Backend):
@@ -59,7 +45,7 @@ class KubernetesBackend(Backend):
         self.name = n.k8s_name(name)
         self.ns = target.namespace
         self._cluster: Cluster | None = None
-        self._samples: dict[str, list[tuple[float, metrics.Sample]]] = {}
+        self._scraper: scrape.Scraper | None = None
 
     def __repr__(self) -> str:
         return f"<KubernetesBackend {self.ns}/{self.name}>"
@@ -97,7 +83,7 @@ class KubernetesBackend(Backend):
 
     def render(self, desired: DesiredState) -> list[dict[str, Any]]:
         live = self._primary()
-        live_rev = _rev(live["spec"]["template"]) if live else None
+        live_rev = rev_of(live["spec"]["template"]) if live else None
         return render(self.target, self.ws, desired, pick_primary(desired, live_rev))
 
     def apply(self, desired: DesiredState, *, dry_run: bool = False, force: bool = False) -> None:
@@ -121,13 +107,13 @@ class KubernetesBackend(Backend):
         if desired is None:
             return
         primary = self._primary()
-        p_rev = _rev(primary["spec"]["template"]) if primary else None
+        p_rev = rev_of(primary["spec"]["template"]) if primary else None
         p_done = bool(primary) and rollout_status(primary).done  # type: ignore[arg-type]
         wanted = {r.revision for r in desired.revisions if r.weight > 0 or r.replicas > 0}
         for d in self._deployments():
             if d["metadata"]["name"] == self.name:
                 continue
-            rev = _rev(d["spec"]["template"])
+            rev = rev_of(d["spec"]["template"])
             if rev in wanted and rev != p_rev:
                 continue
             if rev == p_rev and not p_done:
@@ -155,9 +141,9 @@ class KubernetesBackend(Backend):
             st = rollout_status(d)
             if not st.done:
                 messages.append(st.message)
-            rev = _rev(d["spec"]["template"])
+            rev = rev_of(d["spec"]["template"])
             entry = by_rev.setdefault(
-                rev, {"desired": 0, "version": _version(d["spec"]["template"]), "failed": []}
+                rev, {"desired": 0, "version": version_of(d["spec"]["template"]), "failed": []}
             )
             entry["desired"] += int(
                 d["spec"].get("replicas", (d.get("status") or {}).get("replicas", 0)) or 0
@@ -223,120 +209,32 @@ class KubernetesBackend(Backend):
 
     def traffic(self, window_s: float) -> Traffic:
         if self.target.prometheus:
-            return self._prometheus(window_s)
-        from kubernetes.client import CoreV1Api
-
-        api = CoreV1Api(self.cluster.api)
-        now = time.monotonic()
-        sums: dict[int, tuple[int, metrics.Sample]] = {}
-        for pod in self.cluster.list("v1", "Pod", self.ns, f"{n.INSTANCE}={self.name}"):
-            if (pod.get("status") or {}).get("phase") != "Running":
-                continue
-            name = pod["metadata"]["name"]
-            try:
-                resp = api.connect_get_namespaced_pod_proxy_with_path(
-                    f"{name}:{n.PORT}", self.ns, "metrics", _preload_content=False
-                )
-                text = resp.data.decode()
-            except Exception:
-                continue  # a pod that does not answer has served nothing we can count
-            sample = metrics.Sample.parse(text)
-            history = self._samples.setdefault(name, [])
-            history.append((now, sample))
-            history[:] = [h for h in history if now - h[0] <= max(window_s * 2, 60.0)]
-            base = next((s for t, s in history if now - t <= window_s), None)
-            started_within = base is history[0][1] and len(history) == 1
-            delta = sample if started_within else sample.minus(base)
-            labels = pod["metadata"]["labels"]
-            rev = int(labels.get(n.REVISION, 0))
-            old = sums.get(rev, (int(labels.get(n.VERSION_LABEL, 0)), metrics.Sample()))
-            sums[rev] = (old[0], old[1].plus(delta))
-        revs = tuple(metrics.revision_traffic(r, v, s) for r, (v, s) in sorted(sums.items()))
-        return Traffic(window_s=window_s, revisions=revs)
-
-    def _prometheus(self, window_s: float) -> Traffic:
-        desired = self.desired()
-        by_version = {r.version: r.revision for r in (desired.revisions if desired else ())}
-        try:
-            samples = metrics.prometheus_query(str(self.target.prometheus), self.ns,
-                                               desired.model if desired else self.deployment, window_s)  # fmt: skip
-        except Exception as e:
-            raise KubernetesError(
-                f"Prometheus at {self.target.prometheus} did not answer: {e}"
-            ) from e
-        out: list[RevisionTraffic] = []
-        for version, s in sorted(samples.items()):
-            if version.isdigit() and int(version) in by_version:
-                out.append(metrics.revision_traffic(by_version[int(version)], int(version), s))
-        return Traffic(window_s=window_s, revisions=tuple(out))
+            return scrape.from_prometheus(self.target.prometheus, self.ns, self.desired(),
+                                          self.deployment, window_s)  # fmt: skip
+        if self._scraper is None:
+            self._scraper = scrape.Scraper(self.cluster, self.ns, self.name)
+        return self._scraper.traffic(window_s)
 
     # -- undo, scale, stop ---------------------------------------------------------------
 
     def history(self) -> list[dict[str, Any]]:
-        """The primary Deployment's revisions, oldest first, as ``kubectl rollout history``."""
-        d = self._primary()
-        if d is None:
-            return []
-        return [{"revision": int(rs["metadata"]["annotations"][REVISION_ANN]),
-                 "mlops_revision": _rev(rs["spec"]["template"]), "version": _version(rs["spec"]["template"]),
-                 "replicaset": rs["metadata"]["name"]} for rs in self._replicasets(d)]  # fmt: skip
-
-    def _replicasets(self, d: dict[str, Any]) -> list[dict[str, Any]]:
-        match = d["spec"]["selector"].get("matchLabels") or {}
-        rss = self.cluster.list("apps/v1", "ReplicaSet", self.ns, n.selector(match))
-        owned = [rs for rs in rss if any(r.get("uid") == d["metadata"]["uid"]
-                                         for r in rs["metadata"].get("ownerReferences") or [])]  # fmt: skip
-        return sorted(
-            owned,
-            key=lambda rs: int((rs["metadata"].get("annotations") or {}).get(REVISION_ANN, 0)),
-        )
+        """The primary Deployment's revisions, oldest first, as ``kubectl rollout history``:
+        ``revision`` (Kubernetes), ``mlops_revision``, ``version``, ``replicaset``."""
+        return history.history(self.cluster, self._primary())
 
     def undo(self, to: int | None = None) -> Undo:
         """``kubectl rollout undo`` on the primary Deployment: back to the previous
         revision, or to ``to`` (a revision number as ``kubectl rollout history`` lists it)."""
         if self.target.traffic == "argo-rollouts":
             raise RolloutFailed("with traffic='argo-rollouts' use `kubectl argo rollouts undo`")
-        d = self._primary()
-        if d is None:
-            raise ClusterNotFound(f"deployment {self.ns}/{self.name} does not exist", status=404)
-        if d["spec"].get("paused"):
-            raise RolloutFailed(f"deployment {self.ns}/{self.name} is paused: resume it first with "
-                                f"`kubectl rollout resume deployment/{self.name} -n {self.ns}`, then undo")  # fmt: skip
-        history = self._replicasets(d)
-        current = int((d["metadata"].get("annotations") or {}).get(REVISION_ANN, 0))
-        by_rev = {int(rs["metadata"]["annotations"][REVISION_ANN]): rs for rs in history}
-        if to is None or to == 0:
-            older = [r for r in by_rev if r < current]
-            if not older:
-                raise RolloutFailed(
-                    f"deployment {self.ns}/{self.name} has no previous revision to undo to"
-                )
-            to = max(older)
-        if to not in by_rev:
-            raise RolloutFailed(f"deployment {self.ns}/{self.name} has no revision {to}; it has "
-                                f"{', '.join(map(str, sorted(by_rev)))}")  # fmt: skip
-        template = json.loads(json.dumps(by_rev[to]["spec"]["template"]))
-        template["metadata"]["labels"].pop("pod-template-hash", None)
-        result = Undo(
-            current,
-            to,
-            _rev(template),
-            _version(template),
-            skipped=_same(template, d["spec"]["template"]),
-        )
-        if result.skipped:
-            return result
-        body: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": self.name, "namespace": self.ns, "labels": template["metadata"]["labels"],
-                             "annotations": {k: v for k, v in (template["metadata"].get("annotations") or {}).items()
-                                             if k.startswith("mlops-nb/")}},
-                "spec": {**{k: v for k, v in d["spec"].items() if k in ("replicas", "selector", "strategy",
-                         "revisionHistoryLimit", "progressDeadlineSeconds", "minReadySeconds")},
-                         "template": template}}  # fmt: skip
-        if _has_hpa(self):
-            body["spec"].pop("replicas", None)
-        self.cluster.apply([body], force=True)
-        return result
+        return history.undo(self.cluster, self._primary(), to, autoscaled=self._autoscaled())
+
+    def _autoscaled(self) -> bool:
+        try:
+            hpa = self.cluster.get("autoscaling/v2", "HorizontalPodAutoscaler", self.name, self.ns)
+        except KubernetesError:
+            return False
+        return hpa is not None
 
     def scale(self, replicas: int) -> None:
         """Set the serving revisions' replicas (the primary to ``replicas``, others in proportion)."""
@@ -380,32 +278,6 @@ class KubernetesBackend(Backend):
                     errors.append(str(e))
         if errors:
             raise KubernetesError("some objects could not be deleted: " + "; ".join(errors))
-
-
-def _rev(template: dict[str, Any]) -> int:
-    return int(((template.get("metadata") or {}).get("labels") or {}).get(n.REVISION, 0))
-
-
-def _version(template: dict[str, Any]) -> int:
-    return int(((template.get("metadata") or {}).get("labels") or {}).get(n.VERSION_LABEL, 0))
-
-
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    from .emulator.controller import template_hash
-
-    return template_hash(a) == template_hash(b)
-
-
-def _has_hpa(backend: KubernetesBackend) -> bool:
-    try:
-        return (
-            backend.cluster.get(
-                "autoscaling/v2", "HorizontalPodAutoscaler", backend.name, backend.ns
-            )
-            is not None
-        )
-    except KubernetesError:
-        return False
 
 
 __all__ = ["FIELD_MANAGER", "KubernetesBackend", "Undo", "explain"]

@@ -18,9 +18,9 @@ import httpx
 import jsonpatch
 import yaml
 
-from . import fields, resources
+from . import fields, proxy, resources, watch
 from .resources import KINDS_BY_PLURAL, Kind
-from .selectors import match_fields, match_labels, of_match_labels
+from .selectors import of_match_labels
 from .store import ApiError
 
 if TYPE_CHECKING:
@@ -258,66 +258,12 @@ class Handler(BaseHTTPRequestHandler):
     # -- watch ---------------------------------------------------------------------------
 
     def _watch(self, emu: Emulator, kind: Kind, ns: str) -> None:
-        store = emu.store
-        labels, fsel = self.query.get("labelSelector"), self.query.get("fieldSelector")
-        timeout = min(float(self.query.get("timeoutSeconds") or 300), 300.0)
-        rv = int(self.query.get("resourceVersion") or 0)
-        if rv and store.events and rv < store.events[0].rv - 1:
-            raise ApiError(410, "Expired", f"too old resource version: {rv} ({store.events[0].rv})")
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        pending: list[dict[str, Any]] = []
-        if not rv:
-            pending = [
-                {"type": "ADDED", "object": o} for o in store.list(kind, ns or None, labels, fsel)
-            ]
-            rv = store.rv
-        deadline = __import__("time").monotonic() + timeout
-        try:
-            while True:
-                for event in pending:
-                    line = json.dumps(event).encode() + b"\n"
-                    self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
-                self.wfile.flush()
-                left = deadline - __import__("time").monotonic()
-                if left <= 0 or emu.stopping:
-                    break
-                with store.changed:
-                    if not store.events or store.events[-1].rv <= rv:
-                        store.changed.wait(min(left, 0.5))
-                    new = [e for e in store.events if e.rv > rv]
-                    if new:
-                        rv = new[-1].rv
-                pending = [{"type": e.type, "object": store.render(kind, e.obj)} for e in new
-                           if (e.kind.group, e.kind.plural) == (kind.group, kind.plural)
-                           and (not ns or e.obj["metadata"].get("namespace") == ns)
-                           and match_labels(labels, e.obj["metadata"].get("labels") or {})
-                           and match_fields(fsel, e.obj)]  # fmt: skip
-            self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        self.close_connection = True
+        watch.stream(self, emu, kind, ns)
 
     # -- proxies -------------------------------------------------------------------------
 
     def _proxy(self, emu: Emulator, kind: Kind, ns: str, target: str, path: str) -> None:
-        bits = target.split(":")
-        name = bits[1] if len(bits) == 3 else bits[0]
-        port: int | str | None = bits[-1] if len(bits) > 1 else None
-        if isinstance(port, str) and port.isdigit():
-            port = int(port)
-        obj = emu.store.get(kind, ns, name)
-        local = None
-        if kind.plural == "pods":
-            local = emu.kubelet.port_of(obj, port)
-            if local is None:
-                raise ApiError(
-                    503, "ServiceUnavailable", f'pod "{name}" has no running process on port {port}'
-                )
-        else:
-            local = self._endpoint(emu, obj, port)
+        local = proxy.resolve(emu, kind, ns, target)
         query = urlsplit(self.path).query
         url = f"http://127.0.0.1:{local}{path}" + (f"?{query}" if query else "")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
@@ -330,26 +276,6 @@ class Handler(BaseHTTPRequestHandler):
         self._send(
             r.status_code, r.content, r.headers.get("content-type", "application/octet-stream")
         )
-
-    def _endpoint(self, emu: Emulator, svc: dict[str, Any], port: int | str | None) -> int:
-        name = svc["metadata"]["name"]
-        ports = svc["spec"].get("ports", [])
-        sp = next((p for p in ports if port in (None, p.get("port"), p.get("name"))), None)
-        if sp is None:
-            raise ApiError(503, "ServiceUnavailable", f'no port {port} on service "{name}"')
-        selector = of_match_labels(svc["spec"].get("selector") or {})
-        pods = [p for p in emu.store.list(resources.KINDS_BY_KIND[("v1", "Pod")], svc["metadata"]["namespace"], selector)
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions", []))]  # fmt: skip
-        locals_ = [
-            x
-            for p in pods
-            if (x := emu.kubelet.port_of(p, sp.get("targetPort", sp["port"]))) is not None
-        ]
-        if not locals_:
-            raise ApiError(
-                503, "ServiceUnavailable", f'no endpoints available for service "{name}"'
-            )
-        return locals_[next(emu.turn) % len(locals_)]
 
 
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
