@@ -52,6 +52,12 @@ def test_kubectl_apply_rollout_history_undo_and_scale(sim: Emulator, tmp_path: P
         "successfully rolled out"
         in kubectl(kc, "rollout", "status", "deploy/web", "--timeout=60s").stdout
     )
+    table = kubectl(kc, "get", "deploy", "web").stdout.split()
+    assert table[:5] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"] and table[6:9] == [
+        "2/2",
+        "2",
+        "2",
+    ]
     kubectl(kc, "set", "image", "deploy/web", "c=nginx:2")
     kubectl(kc, "rollout", "status", "deploy/web", "--timeout=60s")
     history = kubectl(kc, "rollout", "history", "deploy/web").stdout

@@ -18,7 +18,7 @@ import httpx
 import jsonpatch
 import yaml
 
-from . import fields, proxy, resources, watch
+from . import fields, proxy, resources, tables, watch
 from .resources import KINDS_BY_PLURAL, Kind
 from .selectors import of_match_labels
 from .store import ApiError
@@ -194,13 +194,18 @@ class Handler(BaseHTTPRequestHandler):
                  sub: str | None) -> dict[str, Any] | None:  # fmt: skip
         store = emu.store
         dry = self.query.get("dryRun") == "All"
+        as_table = "as=Table" in (self.headers.get("Accept") or "")
         if verb == "get":
             obj = store.get(kind, ns, str(name))
+            if sub is None and as_table:
+                return tables.table([obj], kind.kind)
             return _scale_of(obj) if sub == "scale" else obj
         if verb == "list":
             items = store.list(
                 kind, ns or None, self.query.get("labelSelector"), self.query.get("fieldSelector")
             )
+            if as_table:
+                return tables.table(items, kind.kind)
             return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version,
                     "metadata": {"resourceVersion": str(store.rv)}, "items": items}  # fmt: skip
         if verb == "create":
