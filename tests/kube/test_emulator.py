@@ -169,3 +169,43 @@ def test_the_command_line_emulator_serves_kubectl_and_stops_cleanly(tmp_path: Pa
         assert proc.wait(timeout=30) == 0
         assert proc.stdout is not None and b"emulator on http://127.0.0.1:" in proc.stdout.read()
         proc.stdout.close()
+
+
+def test_the_controller_moves_only_when_stepped(tmp_path: Path) -> None:
+    import yaml
+
+    with Emulator(auto=False, processes=False, namespaces=("default", "ml")) as emu:
+        kc = emu.kubeconfig(tmp_path / "kc")
+        api = client.AppsV1Api(config.new_client_from_config(str(kc)))
+        api.create_namespaced_deployment("ml", yaml.safe_load(MANIFEST))
+        rs = emu.kind("apps/v1", "ReplicaSet")
+        assert emu.store.list(rs, "ml") == []
+        assert api.read_namespaced_deployment("web", "ml").status is None
+        emu.step()
+        [first] = emu.store.list(rs, "ml")
+        assert first["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+        assert first["metadata"]["ownerReferences"][0]["name"] == "web"
+        emu.step(2)
+        d = api.read_namespaced_deployment("web", "ml")
+        assert (d.status.observed_generation, d.status.ready_replicas) == (1, 2)
+        conditions = {c.type: c.reason for c in d.status.conditions}
+        assert conditions == {
+            "Available": "MinimumReplicasAvailable",
+            "Progressing": "NewReplicaSetAvailable",
+        }
+        emu.outcome("ml", "web", "stall")
+        api.patch_namespaced_deployment(
+            "web", "ml", {"spec": {"template": {"metadata": {"labels": {"v": "2"}}}}}
+        )
+        emu.step(3)
+        d = api.read_namespaced_deployment("web", "ml")
+        assert (d.metadata.generation, d.status.updated_replicas, d.status.ready_replicas) == (
+            2,
+            2,
+            2,
+        )
+        assert {c.type: c.reason for c in d.status.conditions}["Progressing"] == "ReplicaSetUpdated"
+        assert sorted(r["spec"]["replicas"] for r in emu.store.list(rs, "ml")) == [
+            2,
+            2,
+        ]  # old pods stay

@@ -215,3 +215,17 @@ def test_yaml_and_dockerfile_and_record_round_trip(local_ws: mnb.Workspace) -> N
     backend = KubernetesBackend(k8s, local_ws, "iris")
     assert Kubernetes.from_record(backend.record()) == k8s
     assert dataclasses.replace(k8s, image="x") != k8s
+
+
+def test_a_recorded_deployment_re_attaches_through_the_target_registry(
+    local_ws: mnb.Workspace,
+) -> None:
+    from mlops_nb.deploy.target import backend_for
+
+    k8s = Kubernetes(namespace="ml", traffic="istio", autoscale=(1, 3, 50), resources={"cpu": "1"})
+    record = KubernetesBackend(k8s, local_ws, "Iris Model").record()
+    again = backend_for(local_ws, "kubernetes", record)
+    assert (
+        isinstance(again, KubernetesBackend) and again.target == k8s and again.name == "iris-model"
+    )
+    assert hash(again.target) == hash(k8s)
