@@ -5,7 +5,9 @@ is the deployment's history, so ``kubectl rollout undo`` works on it. Every othe
 serving revision (a canary, a blue-green preview, an A/B arm) runs in its own
 Deployment ``<name>-r<revision>``. In ``"service"`` mode the weights become a replica
 ratio (at least one replica per serving revision); with a single serving revision the
-Service also selects it by label, which is the blue-green switch.
+Service also selects it by label, which is the blue-green switch. (With two or more
+serving revisions the Service selects the whole deployment, so a third revision at
+weight 0 would get traffic too: use gateway-api or istio for that.)
 """
 
 from __future__ import annotations

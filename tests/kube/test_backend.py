@@ -226,3 +226,22 @@ def test_cronjob_is_applied_and_dry_run_persists_nothing(
     stored = local_ws.monitor("iris").schedule("nb/drift.ipynb", every="6h", target=k8s)
     assert stored["spec"]["schedule"] == "0 */6 * * *"
     assert len(sim.store.list(sim.kind("batch/v1", "CronJob"), "ml")) == 2
+
+
+def test_blue_green_switches_the_service_selector_and_keeps_green_until_the_primary_has_it(
+    ws2: mnb.Workspace, tmp_path: Path
+) -> None:
+    with Emulator(auto=False, processes=False, namespaces=("default", "ml")) as emu:
+        k8s = Kubernetes(namespace="ml", kubeconfig=str(emu.kubeconfig(tmp_path / "kc")))
+        b = serving(emu, k8s, ws2, 2)
+        svc = emu.kind("v1", "Service")
+        b.apply(state(ws2, (1, 1, 2, 100), (2, 2, 2, 0)))  # green runs, takes no traffic
+        emu.wait(lambda: ready(b, 2, 2), what="green ready")
+        assert emu.store.get(svc, "ml", "iris")["spec"]["selector"]["mlops-nb/revision"] == "1"
+        b.apply(state(ws2, (2, 2, 2, 100)))
+        assert emu.store.get(svc, "ml", "iris")["spec"]["selector"]["mlops-nb/revision"] == "2"
+        names = lambda: sorted(d["metadata"]["name"] for d in b._deployments())  # noqa: E731
+        assert names() == ["iris", "iris-r2"]  # green serves until the primary runs version 2
+        # observe() is what retires green (the core calls it as it watches the rollout)
+        emu.wait(lambda: ready(b, 2, 2) and names() == ["iris"], what="primary on version 2")
+        assert [h["version"] for h in b.history()] == [1, 2]
