@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/registry.py
+	$(PY) benchmarks/deploy.py
 
 clean:
 	rm -rf $(VENV) .demo

@@ -6,7 +6,8 @@
 <Model churn>
 """
 
-from .deploy.strategies import ABTest, BlueGreen, Canary, Guard, Rolling
+import typing as _typing
+
 from .errors import (
     AliasNotFound,
     ArtifactError,
@@ -16,6 +17,7 @@ from .errors import (
     ClusterInvalid,
     ClusterNotFound,
     ClusterUnreachable,
+    DeploymentConflict,
     DeploymentError,
     DeploymentNotFound,
     DuplicateLabel,
@@ -38,11 +40,19 @@ from .errors import (
     WorkspaceBusy,
     WorkspaceError,
 )
-from .events import Event
-from .monitor.windows import Window
-from .policy import STAGES, Policy
-from .registry import Model, ModelVersion
-from .workspace import Workspace, open
+
+if _typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
+    from .deploy.core import Deployment
+    from .deploy.local import Local
+    from .deploy.strategies import ABTest, BlueGreen, Canary, Guard, Rolling
+    from .events import Event
+    from .kube import Kubernetes
+    from .monitor.core import Monitor
+    from .monitor.drift import DriftReport
+    from .monitor.windows import Window
+    from .policy import STAGES, Policy
+    from .registry import Model, ModelVersion
+    from .workspace import Workspace, open
 
 __version__ = "0.1.0"
 
@@ -60,6 +70,7 @@ __all__ = [
     "ClusterNotFound",
     "ClusterUnreachable",
     "Deployment",
+    "DeploymentConflict",
     "DeploymentError",
     "DeploymentNotFound",
     "DriftReport",
@@ -74,6 +85,7 @@ __all__ = [
     "KubeconfigError",
     "Kubernetes",
     "KubernetesError",
+    "Local",
     "MlopsError",
     "Model",
     "ModelNotFound",
@@ -96,13 +108,27 @@ __all__ = [
     "open",
 ]
 
-# Heavier parts (scipy for drift, the deployment machinery) load on first use, so that
-# `import mlops_nb` stays quick for model servers and the command line.
+# Everything but the errors loads on first use (pandas, DuckDB, scipy take seconds), so
+# that `import mlops_nb.deploy.router` and the command line start quickly.
 _LAZY = {
+    "ABTest": "mlops_nb.deploy.strategies",
+    "BlueGreen": "mlops_nb.deploy.strategies",
+    "Canary": "mlops_nb.deploy.strategies",
+    "Guard": "mlops_nb.deploy.strategies",
+    "Rolling": "mlops_nb.deploy.strategies",
     "Deployment": "mlops_nb.deploy.core",
+    "Local": "mlops_nb.deploy.local",
     "DriftReport": "mlops_nb.monitor.drift",
     "Kubernetes": "mlops_nb.kube",
     "Monitor": "mlops_nb.monitor.core",
+    "Event": "mlops_nb.events",
+    "Window": "mlops_nb.monitor.windows",
+    "STAGES": "mlops_nb.policy",
+    "Policy": "mlops_nb.policy",
+    "Model": "mlops_nb.registry",
+    "ModelVersion": "mlops_nb.registry",
+    "Workspace": "mlops_nb.workspace",
+    "open": "mlops_nb.workspace",
 }
 
 
@@ -110,7 +136,9 @@ def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'mlops_nb' has no attribute {name!r}")
 
 

@@ -201,9 +201,7 @@ def guard(
     failure_limit: int, min_samples: int, checks: int | None,
 ) -> None:  # fmt: skip
     """Watch DEPLOYMENT headless; roll back when its thresholds are breached."""
-    import threading
-
-    from .deploy.rollout import run_guard
+    from .deploy.controller import run_watch
     from .deploy.strategies import Guard
 
     rules = Guard(
@@ -216,7 +214,7 @@ def guard(
         dep = ws.deployment(deployment)
         dep.status()
         with contextlib.suppress(KeyboardInterrupt):
-            run_guard(dep, rules, threading.Event(), max_checks=checks)
+            run_watch(ws, dep.name, rules, max_checks=checks)
         _print(dep.checks().drop(columns=["evidence"]).tail(20))
 
 

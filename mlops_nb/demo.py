@@ -122,7 +122,7 @@ def _serve_and_watch(ws: Any, best: Any, other: Any, X: pd.DataFrame, y: pd.Seri
         click.echo(f"canary of v{other.number}: {dep.status()['traffic']}")
         with httpx.Client(timeout=10) as client:
             deadline = time.monotonic() + 60
-            while dep.status()["rollout"]["phase"] not in ("done", "rolled_back", "failed"):
+            while dep.status()["rollout"]["phase"] not in ("succeeded", "aborted", "failed"):
                 client.post(f"{dep.endpoint}/v2/models/cancer/infer",
                             json=X.iloc[[0]].to_dict("records"))  # fmt: skip
                 if time.monotonic() > deadline:

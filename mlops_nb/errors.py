@@ -19,6 +19,7 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     ├── PromotionRefused             (+ PermissionError)
     ├── DeploymentError              (a deployment cannot start, change or be reached)
     │   ├── DeploymentNotFound       (+ LookupError)
+    │   ├── DeploymentConflict       another writer changed the deployment first
     │   └── KubernetesError          (the cluster refused a request or cannot be reached)
     │       ├── KubeconfigError      (+ FileNotFoundError) no kubeconfig, or no such context
     │       ├── ClusterUnreachable   (+ ConnectionError)
@@ -47,6 +48,7 @@ __all__ = [
     "ClusterInvalid",
     "ClusterNotFound",
     "ClusterUnreachable",
+    "DeploymentConflict",
     "DeploymentError",
     "DeploymentNotFound",
     "DuplicateLabel",
@@ -186,6 +188,10 @@ class ClusterInvalid(KubernetesError, ValueError):
 
 class RolloutFailed(KubernetesError):
     """A rollout cannot go on: progress deadline exceeded, paused, or no such revision."""
+
+
+class DeploymentConflict(DeploymentError):
+    """Another writer changed the deployment (its generation) first; nothing was applied."""
 
 
 class ArtifactError(MlopsError):

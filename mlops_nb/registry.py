@@ -549,16 +549,18 @@ class ModelVersion:
 
     def deploy(
         self,
-        target: str = "local",
+        target: Any = "local",
         *,
-        replicas: int = 1,
+        replicas: int | None = None,
         strategy: Any = None,
         name: str | None = None,
         timeout: float = 120.0,
     ) -> Deployment:
         """Serve this version: a new deployment (named after the model unless ``name``),
         or a new revision of the existing one, rolled out by ``strategy`` (default
-        :class:`mlops_nb.Rolling`). See :mod:`mlops_nb.deploy.core`."""
+        :class:`mlops_nb.Rolling`) on ``target`` (``"local"``, :class:`mlops_nb.Local` or
+        :class:`mlops_nb.Kubernetes`). ``replicas`` defaults to the deployment's current
+        count (1 for a new one). See :mod:`mlops_nb.deploy.core`."""
         from .deploy.core import deploy
 
         return deploy(self, target=target, replicas=replicas, strategy=strategy, name=name,

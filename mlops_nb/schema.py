@@ -7,7 +7,9 @@ Version 1 kept metrics only as JSON on the version row. Version 2 adds a typed
 ``version_metrics`` table (filled from that JSON) so metric conditions are plain SQL,
 plus approvals, webhooks and webhook deliveries. Version 3 adds the monitoring catalog:
 prediction log files, delayed labels and stored drift runs. Version 4 adds deployments,
-their revisions and the guard's checks.
+their revisions and the guard's checks. Version 5 adds persisted rollouts: a
+generation number changed by compare-and-set, the rollout's state and a watch on the
+deployment, each revision's completion time, and the rollout each check belongs to.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import duckdb
 
 from .errors import SchemaTooNew
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1 = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
@@ -187,7 +189,18 @@ _V4 = [
     )""",
 ]
 
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# Persisted rollouts (deployment core).
+_V5 = [
+    "ALTER TABLE deployments ADD COLUMN generation BIGINT DEFAULT 0",
+    "ALTER TABLE deployments ADD COLUMN rollout JSON",
+    "ALTER TABLE deployments ADD COLUMN watch JSON",
+    "ALTER TABLE deployments ADD COLUMN changed VARCHAR",
+    "ALTER TABLE revisions ADD COLUMN completed_at TIMESTAMPTZ",
+    "ALTER TABLE revisions ADD COLUMN digest VARCHAR",
+    "ALTER TABLE guard_checks ADD COLUMN rollout INTEGER",
+]
+
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 
 
 def current_version(con: duckdb.DuckDBPyConnection) -> int:

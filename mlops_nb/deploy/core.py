@@ -1,44 +1,37 @@
-"""Deployments and their revisions, and the rollouts that move traffic between them.
+"""Deployments and their revisions, on any target.
 
 A deployment is a named endpoint serving one model. Each ``deploy()`` of a version makes
 a new *revision* (numbered per deployment, like ``deployment.kubernetes.io/revision``);
-``rollback()`` makes a new revision from an older one's version, as ``kubectl rollout
-undo`` does. The router's configuration (revisions, replicas, traffic weights, routing
-key) is recorded in the workspace with every change, so a new kernel re-attaches.
+``rollback()`` makes a new revision from the last one that completed, as ``kubectl
+rollout undo`` does. The desired state, the rollout and its analysis live in the
+workspace (see :mod:`.state`) and one controller (:mod:`.controller`), in a process of
+its own, advances them: a rollout does not depend on the kernel that started it, and
+``wait()``, ``pause()``, ``resume()``, ``promote()``, ``rollback()``, ``status()`` and
+``checks()`` work the same from any process that opens the workspace.
 
 Strategies (see :mod:`.strategies`): ``Rolling`` (default) replaces replicas one at a time,
 a new one ready before an old one stops; ``BlueGreen`` starts a full new set and switches
-all traffic in one step; ``Canary`` shifts traffic in steps, a guard deciding at each
-step to go on, hold or roll back (it runs on a background thread: ``dep.wait()``,
-``dep.pause()``, ``dep.resume()``, ``dep.promote()``); ``ABTest`` splits traffic between
-versions by weight, sticky on a request header.
+all traffic in one step; ``Canary`` shifts traffic in steps judged by a guard; ``ABTest``
+splits traffic between versions by weight, sticky on a request header.
 """
 
 from __future__ import annotations
 
-import json
-import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .. import query
-from ..errors import DeploymentError, DeploymentNotFound, InvalidArgument
-from .guard import Check
-from .local import LocalRouter
-from .rollout import (
-    ROLLOUTS,
-    WATCHERS,
-    RolloutState,
-    ab_test,
-    create,
-    record_deploy,
-    run_guard,
-    start_canary,
-    switch,
-)
-from .strategies import ABTest, BlueGreen, Canary, Guard, Rolling, Strategy, describe
+from ..errors import DeploymentConflict, DeploymentError, InvalidArgument
+from . import controller, rollout
+from . import state as st
+from .local import Local
+from .strategies import ABTest, BlueGreen, Canary, Guard, Rolling, Strategy
+from .target import Backend, DesiredState, RevisionSpec, Target, backend_for
 
 if TYPE_CHECKING:
     import duckdb
@@ -46,7 +39,50 @@ if TYPE_CHECKING:
     from ..registry import ModelVersion
     from ..workspace import Workspace
 
-TARGETS = ("local",)
+
+@dataclass(frozen=True)
+class Status(Mapping[str, Any]):
+    """A deployment's state; also reads as a mapping (``status()["traffic"]``).
+
+    ``state`` is ``healthy``, ``progressing`` (a rollout runs), ``paused``, ``degraded``
+    (fewer ready replicas than desired, or a crash loop), ``stale`` (the endpoint is gone)
+    or ``deleted``.
+    """
+
+    name: str
+    model: str
+    target: str
+    endpoint: str | None
+    state: str
+    generation: int
+    revision: int | None = None
+    version: int | None = None
+    replicas: dict[str, int] = field(default_factory=dict)
+    traffic: dict[int, float] = field(default_factory=dict)
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+    rollout: dict[str, Any] | None = None
+    watch: dict[str, Any] | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+
+# Longer than the store's linger, so a waiting kernel leaves the file to the controller.
+POLL = 0.3
+ROLLOUT_KEYS = ("id", "kind", "phase", "revision", "version", "step", "weight", "paused",
+                "message", "reason")  # fmt: skip
 
 
 class Deployment:
@@ -55,75 +91,35 @@ class Deployment:
     def __init__(self, ws: Workspace, name: str) -> None:
         self._ws = ws
         self.name = query.check_name(name, "deployment")
+        self._backend: Backend | None = None
 
     # -- records -------------------------------------------------------------------------
 
-    def _row(self) -> dict[str, Any]:
-        def run(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-            cur = con.execute("SELECT * FROM deployments WHERE name = ?", [self.name])
-            row = cur.fetchone()
-            if row is None:
-                names = [
-                    r[0]
-                    for r in con.execute("SELECT name FROM deployments ORDER BY name").fetchall()
-                ]
-                raise DeploymentNotFound(
-                    f"no deployment named {self.name!r} (deployments: {', '.join(names) or 'none'})"
-                )
-            out = dict(zip([d[0] for d in cur.description], row, strict=True))
-            out["admin"] = json.loads(out["admin"]) if out["admin"] else None
-            out["config"] = json.loads(out["config"])
-            return out
+    def _record(self) -> st.Record:
+        return st.read(self._ws, self.name)
 
-        return self._ws._store.read(run)
+    def _backend_of(self, rec: st.Record) -> Backend:
+        if rec.status == "deleted":
+            raise DeploymentError(f"deployment {self.name!r} was deleted; deploy it again")
+        if rec.admin is None:
+            raise DeploymentError(f"deployment {self.name!r} is still starting; try again soon")
+        if self._backend is None:
+            self._backend = backend_for(self._ws, rec.target, rec.admin or {})
+        return self._backend
 
     @property
     def model(self) -> str:
-        return str(self._row()["model"])
+        return self._record().model
 
     @property
     def endpoint(self) -> str:
-        return str(self._row()["endpoint"])
-
-    def _key(self) -> tuple[str, str]:
-        return (self._ws._store.path, self.name)
-
-    def _router(self) -> LocalRouter:
-        row = self._row()
-        if row["status"] == "deleted":
-            raise DeploymentError(f"deployment {self.name!r} was deleted; deploy it again")
-        return LocalRouter.attach(row["admin"])
-
-    def _save(self, config: dict[str, Any], replicas: int | None = None) -> None:
-        ws = self._ws
-
-        def write(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute(
-                "UPDATE deployments SET config = ?, replicas = coalesce(?, replicas), "
-                "updated_at = ? WHERE name = ?",
-                [json.dumps(config), replicas, ws.now(), self.name],
-            )
-
-        ws._store.write(write)
-
-    def _configure(self, config: dict[str, Any], replicas: int | None = None) -> None:
-        self._router().configure(config)
-        self._save(config, replicas)
-
-    def _set_revision_status(self, revision: int, status: str, note: str | None = None) -> None:
-        self._ws._store.write(
-            lambda con: con.execute(
-                "UPDATE revisions SET status = ?, note = coalesce(?, note) WHERE deployment = ? "
-                "AND revision = ?",
-                [status, note, self.name, revision],
-            )
-        )
+        return str(self._record().endpoint)
 
     def revisions(self) -> pd.DataFrame:
         """Every revision, oldest first, with its version, strategy and outcome."""
         return self._ws._store.query_df(
-            "SELECT revision, version, strategy, status, created_at, created_by, note "
-            "FROM revisions WHERE deployment = ? ORDER BY revision",
+            "SELECT revision, version, strategy, status, created_at, created_by, completed_at, "
+            "note FROM revisions WHERE deployment = ? ORDER BY revision",
             [self.name],
         )
 
@@ -137,24 +133,38 @@ class Deployment:
 
     # -- status --------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """Revision, replicas ready/desired, traffic per version, rollout progress, health.
-
-        ``state`` is ``healthy``, ``progressing`` (a rollout is running), ``degraded``
-        (fewer ready replicas than desired), ``stale`` (the router process is gone) or
-        ``deleted``.
-        """
-        row = self._row()
-        rollout = ROLLOUTS.get(self._key())
-        base = {"name": self.name, "model": row["model"], "endpoint": row["endpoint"],
-                "rollout": rollout.public() if rollout else None}  # fmt: skip
-        if row["status"] == "deleted":
-            return {**base, "state": "deleted"}
-        router = LocalRouter.attach(row["admin"])
-        if not router.alive():
-            return {**base, "state": "stale", "message": "router process is gone; redeploy"}
-        state = router.state()
-        revs = state["revisions"]
+    def status(self) -> Status:
+        """Revision, replicas ready/desired, traffic per version, rollout progress, health."""
+        rec = self._record()
+        rollout_view = None
+        if rec.rollout:
+            rollout_view = {k: rec.rollout.get(k) for k in ROLLOUT_KEYS}
+            rollout_view["strategy"] = rec.rollout.get("kind")
+        base: dict[str, Any] = {"name": self.name, "model": rec.model, "target": rec.target,
+                                "endpoint": rec.endpoint, "generation": rec.generation,
+                                "rollout": rollout_view, "watch": rec.watch}  # fmt: skip
+        if rec.status == "deleted":
+            return Status(**base, state="deleted")
+        if rec.admin is None:
+            return Status(**base, state="starting", message=rec.changed)
+        if rec.active is not None:
+            controller.ensure(self._ws, self.name)  # a kernel that died took no controller
+        backend = self._backend_of(rec)
+        observed = backend.observe()
+        if not observed.alive:
+            return Status(**base, state="stale",
+                          message=f"{observed.message}; delete() and deploy again")  # fmt: skip
+        desired = {s.revision: s for s in rec.desired.revisions}
+        revs: list[dict[str, Any]] = []
+        for o in observed.revisions:
+            spec = desired.get(o.revision)
+            revs.append({"revision": o.revision, "version": o.version,
+                         "weight": spec.weight if spec else 0, "ready": o.ready,
+                         "desired": o.desired, "restarts": o.restarts,
+                         "crash_loop": o.crash_loop, "message": o.message,
+                         "replicas": [{"id": p.id, "ready": p.ready, "alive": p.alive,
+                                       "cpu_seconds": p.cpu_seconds, "rss_bytes": p.rss_bytes,
+                                       **p.detail} for p in o.replicas]})  # fmt: skip
         served = [r for r in revs if r["weight"] > 0 and r["ready"] > 0]
         total = sum(r["weight"] for r in served) or 1
         traffic: dict[int, float] = {}
@@ -162,22 +172,21 @@ class Deployment:
             traffic[r["version"]] = traffic.get(r["version"], 0.0) + 100.0 * r["weight"] / total
         main = max(served or revs, key=lambda r: (r["weight"], r["revision"])) if revs else None
         ready = sum(r["ready"] for r in revs)
-        desired = sum(r["desired"] for r in revs)
-        if rollout and rollout.phase not in ("done", "rolled_back", "failed"):
-            health = "progressing"
-        elif ready < desired:
-            health = "degraded"
+        wanted = sum(r["desired"] for r in revs)
+        active = rec.active
+        if active is not None:
+            state = "paused" if active.get("phase") == "paused" else "progressing"
+        elif ready < wanted or any(r["crash_loop"] for r in revs):
+            state = "degraded"
         else:
-            health = "healthy"
-        return {
-            **base, "state": health,
-            "revision": main["revision"] if main else None,
-            "version": main["version"] if main else None,
-            "replicas": {"ready": ready, "desired": desired},
-            "traffic": {v: round(p, 1) for v, p in sorted(traffic.items())},
-            "revisions": [{k: r[k] for k in ("revision", "version", "weight", "ready", "desired",
-                                             "restarts")} for r in revs],
-        }  # fmt: skip
+            state = "healthy"
+        return Status(
+            **base, state=state, revision=main["revision"] if main else None,
+            version=main["version"] if main else None,
+            replicas={"ready": ready, "desired": wanted},
+            traffic={v: round(p, 1) for v, p in sorted(traffic.items())}, revisions=revs,
+            message=(active or rec.rollout or {}).get("message"),
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<Deployment {self.name}>"
@@ -187,168 +196,164 @@ class Deployment:
         rows = "".join(
             f"<tr><td>r{r['revision']}</td><td>v{r['version']}</td><td>{r['weight']}</td>"
             f"<td>{r['ready']}/{r['desired']}</td><td>{r['restarts']}</td></tr>"
-            for r in s.get("revisions", [])
+            for r in s.revisions
         )
         return (
-            f"<div><b>Deployment {escape(self.name)}</b> · {escape(str(s['state']))} · "
-            f"<code>{escape(str(s['endpoint']))}</code><table><tr><th>revision</th>"
+            f"<div><b>Deployment {escape(self.name)}</b> · {escape(s.state)} · "
+            f"<code>{escape(str(s.endpoint))}</code><table><tr><th>revision</th>"
             f"<th>version</th><th>weight</th><th>ready</th><th>restarts</th></tr>{rows}</table></div>"
         )
 
     # -- rollout control -----------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> Deployment:
-        """Block until a running rollout ends; re-raises its error."""
-        rollout = ROLLOUTS.get(self._key())
-        if rollout is None or rollout.thread is None:
-            return self
-        rollout.thread.join(timeout)
-        if rollout.thread.is_alive():
-            raise DeploymentError(f"rollout of {self.name} still running after {timeout}s")
-        if rollout.error is not None:
-            raise rollout.error
-        return self
+        """Block until the rollout in progress ends (from any process); raise if it failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rec = self._record()
+            r = rec.rollout
+            if r is None or r.get("phase") in st.TERMINAL or rec.status == "deleted":
+                if r is not None and r.get("phase") == "failed":
+                    raise DeploymentError(
+                        f"rollout r{r.get('revision')} of {self.name} {r['message']}"
+                    )
+                return self
+            controller.ensure(self._ws, self.name)
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"rollout of {self.name} still {r.get('phase')} after {timeout}s: {r.get('message')}"
+                )
+            time.sleep(POLL)
 
-    def _rollout(self) -> RolloutState:
-        rollout = ROLLOUTS.get(self._key())
-        if rollout is None or rollout.phase in ("done", "rolled_back", "failed"):
-            raise DeploymentError(f"deployment {self.name} has no rollout in progress")
-        return rollout
+    def _steer(self, why: str, edit: dict[str, Any]) -> Deployment:
+        """Change the rollout in progress; re-read and retry when the controller wrote first."""
+        for _ in range(20):
+            rec = self._record()
+            active = rec.active
+            if active is None:
+                raise DeploymentError(f"deployment {self.name} has no rollout in progress")
+            try:
+                st.commit(self._ws, rec, st.Change(why, rollout={**active, **edit}))
+            except DeploymentConflict:
+                continue
+            controller.ensure(self._ws, self.name)
+            return self
+        raise DeploymentConflict(f"deployment {self.name} keeps changing; try {why} again")
 
     def pause(self) -> Deployment:
-        """Hold the running canary at its current step."""
-        self._rollout().paused.set()
-        return self
+        """Hold the running canary at its current step (analysis goes on)."""
+        return self._steer("pause", {"paused": True, "pause_reason": "paused by request"})
 
     def resume(self) -> Deployment:
-        self._rollout().paused.clear()
-        return self
+        return self._steer(
+            "resume", {"paused": False, "pause_reason": None, "step_started": time.time()}
+        )
 
     def promote(self) -> Deployment:
-        """Move a paused or pausing canary on to its next step now."""
-        rollout = self._rollout()
-        rollout.paused.clear()
-        rollout.skip.set()
-        return self
+        """Move a canary on to its next step now."""
+        return self._steer("promote", {"paused": False, "request": "promote"})
 
     # -- actions -------------------------------------------------------------------------
 
-    def scale(self, replicas: int) -> Deployment:
+    def scale(self, replicas: int, timeout: float = 120.0) -> Deployment:
         """Change the replica count of the serving revision(s)."""
         _check_replicas(replicas)
-        config = self._row()["config"]
-        for entry in config["revisions"]:
-            if entry["weight"] > 0:
-                entry["replicas"] = replicas
-        self._configure(config, replicas)
-        router = self._router()
-        for entry in config["revisions"]:
-            if entry["weight"] > 0:
-                router.wait_ready(entry["revision"], replicas, timeout=120)
-        self._ws._store.write(
-            lambda con: self._ws._audit(
-                con, "scale", self.model, None, None, str(replicas), None, {"deployment": self.name}
+        rec = self._record()
+        if rec.active is not None:
+            raise DeploymentError(f"a {rec.active['kind']} rollout of {self.name} is in progress; "
+                                  "scale once it has ended (dep.wait())")  # fmt: skip
+        revisions = [RevisionSpec(**{**s.to_dict(), "replicas": replicas}) if s.weight > 0
+                     else s for s in rec.desired.revisions]  # fmt: skip
+        desired = DesiredState(rec.name, rec.model, tuple(revisions), rec.desired.routing,
+                               rec.desired.key)  # fmt: skip
+        change = st.Change(f"scale to {replicas} by {self._ws.actor()}", desired=desired,
+                           replicas=replicas)  # fmt: skip
+        change.audit.append(("scale", None, str(rec.replicas), str(replicas), None, {}))
+        new = st.commit(self._ws, rec, change)
+        backend = self._backend_of(new)
+        backend.apply(new.desired, new.generation)
+        _wait_ready(backend, [s.revision for s in revisions if s.weight > 0], replicas, timeout)
+        return self
+
+    def rollback(self, to: int | None = None, *, reason: str | None = None, force: bool = False,
+                 timeout: float = 120.0) -> Deployment:  # fmt: skip
+        """Back to the last revision that completed before the serving one (or revision
+        ``to``), as a new revision. A rollout in progress is aborted instead: its traffic
+        returns to the stable revision at once."""
+        rec = self._record()
+        if rec.active is not None:
+            if to is not None:
+                raise DeploymentError(f"a {rec.active['kind']} rollout of {self.name} is in "
+                                      "progress: rollback() without `to` aborts it first")  # fmt: skip
+            self._steer(
+                "rollback",
+                {"request": "abort", "request_reason": reason or "rolled back by request"},
             )
-        )
-        return self
-
-    def rollback(self, to: int | None = None, *, reason: str | None = None) -> Deployment:
-        """Back to the previous revision's version (or revision ``to``), as a new revision.
-
-        A canary in progress is aborted instead: its traffic returns to the stable
-        revision at once.
-        """
-        rollout = ROLLOUTS.get(self._key())
-        if rollout and rollout.phase not in ("done", "rolled_back", "failed") and to is None:
-            rollout.abort.set()
-            self.wait(timeout=120)
-            return self
-        revisions = self.revisions()
-        if revisions.empty:
-            raise DeploymentError(f"deployment {self.name} has no revisions")
-        config = self._row()["config"]
-        serving = {e["revision"] for e in config["revisions"] if e["weight"] > 0}
-        if to is None:
-            older = revisions[~revisions["revision"].isin(serving)]
-            older = older[older["revision"] < max(serving)] if serving else older
-            if older.empty:
-                raise DeploymentError(
-                    f"deployment {self.name} has no earlier revision to go back to"
-                )
-            target = older.iloc[-1]
-        else:
-            match = revisions[revisions["revision"] == to]
-            if match.empty:
-                raise InvalidArgument(
-                    f"deployment {self.name} has no revision {to}; see dep.revisions()"
-                )
-            target = match.iloc[0]
-        version = int(target["version"])
-        v = self._ws.model(self.model).version(version)
-        new_rev = switch(self, v, BlueGreen(), f"rollback to r{int(target['revision'])}",
-                          self._row()["replicas"])  # fmt: skip
-        self._ws._store.write(lambda con: self._ws._audit(
-            con, "rollback", self.model, version, f"r{max(serving) if serving else '-'}",
-            f"r{new_rev}", reason, {"deployment": self.name}))  # fmt: skip
-        self._ws._emit("rolled_back", self.model, version,
-                       {"deployment": self.name, "revision": new_rev, "reason": reason})  # fmt: skip
-        return self
+            return self.wait(timeout)
+        change = rollout.plan_rollback(self._ws, rec, to, reason, force, timeout)
+        new = st.commit(self._ws, rec, change)
+        self._backend_of(new).apply(new.desired, new.generation)
+        controller.ensure(self._ws, self.name)
+        return self.wait(timeout + 30)
 
     def watch(self, guard: Guard) -> Deployment:
-        """Run ``guard`` on a background thread; on a breach roll back to the previous
-        revision. ``unwatch()`` stops it."""
-        if not isinstance(guard, Guard):
-            raise InvalidArgument(f"expected mlops_nb.Guard, got {type(guard).__name__}")
-        self.unwatch()
-        stop = threading.Event()
-        WATCHERS[self._key()] = stop
-        thread = threading.Thread(target=run_guard, args=(self, guard, stop), daemon=True,
-                                  name=f"mlops-nb-guard-{self.name}")  # fmt: skip
-        thread.start()
+        """Keep ``guard`` on the serving revision (in the controller, which outlives this
+        kernel); on a breach roll back to the last healthy revision. ``unwatch()`` stops it."""
+        self.watch_only(guard)
+        controller.ensure(self._ws, self.name)
         return self
 
+    def watch_only(self, guard: Guard) -> None:
+        """Record the watch without starting a controller (``mlops-nb guard`` drives it)."""
+        if not isinstance(guard, Guard):
+            raise InvalidArgument(f"expected mlops_nb.Guard, got {type(guard).__name__}")
+        for _ in range(20):
+            rec = self._record()
+            if rec.status == "deleted":
+                raise DeploymentError(f"deployment {self.name!r} was deleted; deploy it again")
+            change = st.Change(f"watch by {self._ws.actor()}",
+                               watch={"guard": guard.to_dict(), "verdicts": []})  # fmt: skip
+            try:
+                st.commit(self._ws, rec, change)
+                return
+            except DeploymentConflict:
+                continue
+        raise DeploymentConflict(f"deployment {self.name} keeps changing; try watch() again")
+
     def unwatch(self) -> None:
-        stop = WATCHERS.pop(self._key(), None)
-        if stop is not None:
-            stop.set()
+        for _ in range(20):
+            rec = self._record()
+            if rec.watch is None:
+                return
+            try:
+                st.commit(self._ws, rec, st.Change(f"unwatch by {self._ws.actor()}", watch=None))
+                return
+            except DeploymentConflict:
+                continue
 
     def delete(self) -> None:
-        """Stop the router and its replicas; the records stay, marked deleted."""
-        rollout = ROLLOUTS.get(self._key())
-        if rollout is not None:
-            rollout.abort.set()
-        self.unwatch()
-        row = self._row()
-        if row["status"] != "deleted" and row["admin"]:
-            LocalRouter.attach(row["admin"]).stop()
-        if rollout is not None and rollout.thread is not None:
-            rollout.thread.join(timeout=30)
-        ROLLOUTS.pop(self._key(), None)
-        ws = self._ws
-
-        def write(con: duckdb.DuckDBPyConnection) -> None:
-            con.execute("UPDATE deployments SET status = 'deleted', updated_at = ? WHERE name = ?",
-                        [ws.now(), self.name])  # fmt: skip
-            con.execute("UPDATE revisions SET status = 'stopped' WHERE deployment = ? AND "
-                        "status IN ('active', 'canary', 'standby')", [self.name])  # fmt: skip
-            ws._audit(con, "delete_deployment", row["model"], None, None, None, None,
-                      {"deployment": self.name})  # fmt: skip
-
-        ws._store.write(write)
+        """Stop the endpoint and its replicas; the records stay, marked deleted."""
+        for _ in range(20):
+            rec = self._record()
+            if rec.status == "deleted":
+                return
+            change = st.Change(f"delete by {self._ws.actor()}", status="deleted", watch=None)
+            if rec.active is not None:
+                change.rollout = {**rec.active, "phase": "aborted", "message": "deployment deleted"}
+            for spec in rec.desired.revisions:
+                change.revisions.append((spec.revision, "stopped", None, False))
+            change.audit.append(("delete_deployment", None, None, None, None, {}))
+            try:
+                st.commit(self._ws, rec, change)
+            except DeploymentConflict:
+                continue
+            if rec.admin:
+                backend_for(self._ws, rec.target, rec.admin).stop()
+            return
 
     def flush_logs(self) -> pd.DataFrame:
         """Ingest what the replicas have spooled so far into the model's prediction log."""
         return self._ws.monitor(self.model).ingest(self._ws.spool_root)
-
-    def record_check(self, revision: int | None, version: int, check: Check, decision: str) -> None:
-        ws = self._ws
-        evidence = {**check.evidence, "breaches": list(check.breaches)}
-        ws._store.write(lambda con: con.execute(
-            "INSERT INTO guard_checks (deployment, revision, version, checked_at, verdict, "
-            "decision, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [self.name, revision, version, ws.now(), check.verdict, decision,
-             json.dumps(evidence, default=str)],
-        ))  # fmt: skip
 
 
 def _check_replicas(replicas: object) -> int:
@@ -357,14 +362,47 @@ def _check_replicas(replicas: object) -> int:
     return replicas
 
 
+def _wait_ready(backend: Backend, revisions: list[int], count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        observed = backend.observe()
+        if all(observed.ready(r) >= count for r in revisions):
+            return
+        for r in revisions:
+            status = observed.revision(r)
+            if status is not None and status.crash_loop:
+                raise DeploymentError(f"revision {r} cannot become ready: {status.message}")
+            error = backend.load_error(r)
+            if error:
+                raise DeploymentError(f"revision {r} cannot become ready: {error}")
+        time.sleep(0.05)
+    why = "; ".join(filter(None, (backend.explain(r) for r in revisions))) or "no ready replica"
+    raise DeploymentError(f"revision(s) {revisions} did not get {count} ready replica(s) within "
+                          f"{timeout:g}s: {why}")  # fmt: skip
+
+
+def _target(target: str | Target) -> Target:
+    if isinstance(target, Target):
+        return target
+    if target == "local":
+        return Local()
+    raise InvalidArgument(
+        f"unknown target {target!r}; use 'local', mnb.Local() or mnb.Kubernetes(...)"
+    )
+
+
 def deploy(
-    v: ModelVersion, *, target: str = "local", replicas: int = 1, strategy: Strategy | None = None,
-    name: str | None = None, timeout: float = 120.0,
+    v: ModelVersion, *, target: str | Target = "local", replicas: int | None = None,
+    strategy: Strategy | None = None, name: str | None = None, timeout: float = 120.0,
 ) -> Deployment:  # fmt: skip
-    """Serve a version: a new deployment, or a new revision of an existing one."""
-    if target not in TARGETS:
-        raise InvalidArgument(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
-    _check_replicas(replicas)
+    """Serve a version: a new deployment, or a new revision of an existing one.
+
+    Rolling, blue-green and A/B rollouts return once done (or raise, with everything they
+    started stopped and the reason recorded); a canary returns once its first step serves,
+    and goes on without this kernel (``dep.wait()`` to block).
+    """
+    if replicas is not None:
+        _check_replicas(replicas)
     strategy = strategy if strategy is not None else Rolling()
     if not isinstance(strategy, Rolling | BlueGreen | Canary | ABTest):
         raise InvalidArgument(
@@ -372,38 +410,132 @@ def deploy(
         )
     ws = v._ws
     dep = Deployment(ws, name or v.model)
-    number = v.number
     _ = v.digest  # fails now, with a clear error, for an unknown version
     exists = ws._store.read(lambda con: con.execute(
-        "SELECT status, model FROM deployments WHERE name = ?", [dep.name]).fetchone())  # fmt: skip
+        "SELECT status, model, target FROM deployments WHERE name = ?", [dep.name]).fetchone())  # fmt: skip
     if exists and exists[1] != v.model:
         raise InvalidArgument(
             f"deployment {dep.name!r} serves model {exists[1]!r}, not {v.model!r}"
-        )
-    running = ROLLOUTS.get(dep._key())
-    if running and running.phase not in ("done", "rolled_back", "failed"):
-        raise DeploymentError(
-            f"a {running.strategy} rollout of {dep.name} is in progress; wait(), promote() or "
-            "rollback() it first"
         )
     if not exists or exists[0] == "deleted":
         if isinstance(strategy, ABTest):
             raise InvalidArgument(
                 "an A/B test needs a running deployment; deploy one version first"
             )
-        return create(dep, v, replicas, timeout)
-    if not dep._router().alive():
+        return _create(dep, v, _target(target), replicas or 1, timeout)
+    rec = dep._record()
+    if rec.status == "starting":
+        raise DeploymentConflict(
+            f"deployment {dep.name!r} is being created by another process; use "
+            f"ws.deployment({dep.name!r}) once it is up (if that process died, "
+            f"ws.deployment({dep.name!r}).delete() frees the name)"
+        )
+    if (not isinstance(target, str) or target != "local") and _target(target).kind != rec.target:
+        raise InvalidArgument(f"deployment {dep.name!r} runs on {rec.target!r}; delete it "
+                                  "first to move it to another target")  # fmt: skip
+    if rec.active is not None:
         raise DeploymentError(
-            f"deployment {dep.name!r} is stale (its router process is gone): "
+            f"a {rec.active['kind']} rollout of {dep.name} is in progress "
+            f"({rec.active.get('message')}); wait(), promote() or rollback() it first"
+        )
+    backend = dep._backend_of(rec)
+    if not backend.alive():
+        raise DeploymentError(
+            f"deployment {dep.name!r} is stale (its endpoint is gone): "
             f"ws.deployment({dep.name!r}).delete(), then deploy again"
         )
-    if isinstance(strategy, ABTest):
-        return ab_test(dep, strategy, replicas, timeout)
+    change = rollout.start(ws, rec, v, strategy, replicas or rec.replicas, timeout)
+    new = st.commit(ws, rec, change)
+    backend.apply(new.desired, new.generation)
+    controller.ensure(ws, dep.name)
     if isinstance(strategy, Canary):
-        return start_canary(dep, v, strategy, replicas, timeout)
-    rev = switch(dep, v, strategy, None, replicas, timeout=timeout)
-    record_deploy(dep, number, rev, describe(strategy))
+        _wait_first_step(dep, timeout + 30)
+        return dep
+    return dep.wait(timeout + 30)
+
+
+def _wait_first_step(dep: Deployment, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = dep._record().rollout or {}
+        if r.get("phase") == "failed":
+            raise DeploymentError(f"canary of {dep.name} {r.get('message')}")
+        if r.get("phase") != "starting":
+            return
+        controller.ensure(dep._ws, dep.name)
+        time.sleep(POLL)
+    raise DeploymentError(f"the canary of {dep.name} did not start within {timeout:g}s")
+
+
+def _create(dep: Deployment, v: ModelVersion, target: Target, replicas: int,
+            timeout: float) -> Deployment:  # fmt: skip
+    """A new deployment: claim the name, start the endpoint, serve revision 1."""
+    ws = dep._ws
+    target.check(ws)
+    now = ws.now()
+    empty = DesiredState(dep.name, v.model)
+
+    def claim(con: duckdb.DuckDBPyConnection) -> None:
+        row = con.execute("SELECT status, generation FROM deployments WHERE name = ?",
+                          [dep.name]).fetchone()  # fmt: skip
+        if row is not None and row[0] != "deleted":
+            raise DeploymentConflict(f"deployment {dep.name!r} is being created by another "
+                                     "process; use ws.deployment(name) once it is up")  # fmt: skip
+        generation = int(row[1] or 0) + 1 if row else 0
+        con.execute("DELETE FROM deployments WHERE name = ?", [dep.name])
+        con.execute(
+            "INSERT INTO deployments (name, model, target, endpoint, pid, admin, replicas, status, "
+            "config, created_at, updated_at, generation, changed) VALUES "
+            "(?, ?, ?, NULL, NULL, NULL, ?, 'starting', ?, ?, ?, ?, ?)",
+            [dep.name, v.model, target.kind, replicas, _json(empty.to_dict()), now, now,
+             generation, f"created by {ws.actor()}"],
+        )  # fmt: skip
+
+    ws._store.write(claim)
+    backend: Backend | None = None
+    try:
+        backend = target.provision(ws, dep.name)
+        rec = dep._record()
+        revision = st.next_revision(ws, dep.name)
+        spec = rollout.spec_of(v, revision, replicas, 100)
+        desired = DesiredState(dep.name, v.model, (spec,))
+        change = st.Change("create", desired=desired, endpoint=backend.endpoint,
+                           admin=backend.record())  # fmt: skip
+        change.new_revisions.append(
+            (revision, spec.version, spec.digest, "create", "starting", None)
+        )
+        rec = st.commit(ws, rec, change)
+        backend.apply(rec.desired, rec.generation)
+        _wait_ready(backend, [revision], replicas, timeout)
+        done = st.Change("created", status="active", rollout=None)
+        done.revisions.append((revision, "active", None, True))
+        done.audit.append(
+            ("deploy", spec.version, None, f"r{revision}", None, {"strategy": "create"})
+        )
+        done.events.append(("deployed", spec.version, {"revision": revision, "strategy": "create"}))
+        st.commit(ws, rec, done)
+    except BaseException as e:
+        if backend is not None:
+            backend.stop()
+        why = f"{type(e).__name__}: {e}"[:500]
+
+        def failed(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("UPDATE deployments SET status = 'deleted', changed = ?, "
+                        "generation = generation + 1 WHERE name = ?",
+                        [f"failed to start: {why}", dep.name])  # fmt: skip
+            con.execute("UPDATE revisions SET status = 'failed', note = ? WHERE deployment = ? "
+                        "AND status = 'starting'", [why, dep.name])  # fmt: skip
+
+        ws._store.write(failed)
+        raise
+    dep._backend = backend
     return dep
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data)
 
 
 def deployments(ws: Workspace) -> pd.DataFrame:
@@ -414,9 +546,11 @@ def deployments(ws: Workspace) -> pd.DataFrame:
     states: list[str] = []
     versions: list[str] = []
     for rec in rows.to_dict("records"):
+        import json
+
         config = json.loads(rec["config"])
-        serving = sorted({e["version"] for e in config["revisions"] if e["weight"] > 0})
+        serving = sorted({e["version"] for e in config.get("revisions", []) if e["weight"] > 0})
         versions.append(", ".join(f"v{n}" for n in serving))
-        states.append("deleted" if rec["status"] == "deleted" else
-                      Deployment(ws, rec["name"]).status()["state"])  # fmt: skip
+        states.append(rec["status"] if rec["status"] in ("deleted", "starting") else
+                      Deployment(ws, rec["name"]).status().state)  # fmt: skip
     return rows.drop(columns=["config", "status"]).assign(versions=versions, state=states)

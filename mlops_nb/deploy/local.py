@@ -1,43 +1,105 @@
 """The local target: a router process (see :mod:`.router`) per deployment, on 127.0.0.1.
 
 The router is started in its own session so it outlives the notebook kernel that started
-it; a new kernel re-attaches through the port, pid and token recorded in the workspace.
+it; a new kernel re-attaches through the port, pid, start time and token recorded in the
+workspace. Before any signal the router is identified by all of these: after a crash or a
+reboot the recorded pid may belong to a stranger, who is then left alone.
+
+>>> Local()
+Local(flush_seconds=2.0)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import psutil
 
-from ..errors import DeploymentError
+from ..errors import DeploymentError, InvalidArgument
+from ..serve.spec import ServeSpec
 from .router import free_port
+from .target import (
+    Backend,
+    DesiredState,
+    Observed,
+    ReplicaStatus,
+    RevisionStatus,
+    RevisionTraffic,
+    Target,
+    Traffic,
+)
+
+if TYPE_CHECKING:
+    from ..workspace import Workspace
+
+
+class _Superseded(DeploymentError):
+    """The router holds a newer configuration than the one offered."""
+
 
 # Routers started by this process, so they are reaped (no zombies) once stopped.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-class LocalRouter:
-    """Client for one deployment's router: start, configure, inspect, stop."""
+@dataclass(frozen=True)
+class Local(Target):
+    """Deployments as processes on this machine: a router and model-server replicas."""
 
-    def __init__(self, port: int, token: str, pid: int, state_dir: Path) -> None:
-        self.port = port
-        self.token = token
-        self.pid = pid
-        self.state_dir = state_dir
-        self.endpoint = f"http://127.0.0.1:{port}"
+    kind: ClassVar[str] = "local"
+    flush_seconds: float = 2.0
+
+    def check(self, ws: Workspace) -> None:
+        if ws._store.memory:
+            raise InvalidArgument(
+                "a deployment outlives the kernel, but an in-memory workspace does not: "
+                "open a file instead, e.g. ws = mnb.open('mlops.duckdb')"
+            )
+
+    def provision(self, ws: Workspace, name: str) -> LocalBackend:
+        state_dir = Path(ws.deploy_root) / name
+        return LocalBackend.start(ws, self, state_dir)
+
+    def attach(self, ws: Workspace, record: dict[str, Any]) -> LocalBackend:
+        return LocalBackend(ws, self, record)
 
     @classmethod
-    def start(cls, state_dir: Path, timeout: float = 30.0) -> LocalRouter:
+    def from_record(cls, record: dict[str, Any]) -> Local:
+        return cls(flush_seconds=float(record.get("flush_seconds", 2.0)))
+
+
+class LocalBackend(Backend):
+    """Client for one deployment's router: start, configure, inspect, stop."""
+
+    kind = "local"
+
+    def __init__(self, ws: Workspace, target: Local, record: dict[str, Any]) -> None:
+        self._ws = ws
+        self.target = target
+        self._record = dict(record)
+        self.port = int(record["port"])
+        self.token = str(record["token"])
+        self.pid = int(record["pid"])
+        self.state_dir = Path(record["state_dir"])
+        self._endpoint = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    @classmethod
+    def start(cls, ws: Workspace, target: Local, state_dir: Path,
+              timeout: float = 30.0) -> LocalBackend:  # fmt: skip
         state_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         token = secrets.token_hex(16)
@@ -45,90 +107,134 @@ class LocalRouter:
         with open(state_dir / "router.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mlops_nb.deploy.router", "--port", str(port),
-                 "--state-dir", str(state_dir)],
+                 "--state-dir", str(state_dir), "--workspace", str(Path(ws.path).resolve())],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,
             )  # fmt: skip
         _CHILDREN[proc.pid] = proc
-        router = cls(port, token, proc.pid, state_dir)
+        created = psutil.Process(proc.pid).create_time()
+        record = {"port": port, "token": token, "pid": proc.pid, "create_time": created,
+                  "state_dir": str(state_dir), "flush_seconds": target.flush_seconds}  # fmt: skip
+        backend = cls(ws, target, record)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise DeploymentError(
                     f"the router exited at start ({proc.returncode}); see {state_dir / 'router.log'}"
                 )
-            if router.alive():
-                return router
-            time.sleep(0.05)
-        router.stop()
+            if backend._answers():
+                return backend
+            time.sleep(0.02)
+        backend.stop()
         raise DeploymentError(f"the router did not start within {timeout:g}s; see {state_dir}")
 
-    @classmethod
-    def attach(cls, admin: dict[str, Any]) -> LocalRouter:
-        return cls(int(admin["port"]), str(admin["token"]), int(admin["pid"]),
-                   Path(admin["state_dir"]))  # fmt: skip
+    def record(self) -> dict[str, Any]:
+        return dict(self._record)
 
-    def admin(self) -> dict[str, Any]:
-        return {"port": self.port, "token": self.token, "pid": self.pid,
-                "state_dir": str(self.state_dir)}  # fmt: skip
+    # -- identity ------------------------------------------------------------------------
+
+    def _process(self) -> psutil.Process | None:
+        """The router process, only if it verifiably is ours (pid, start time, command)."""
+        try:
+            proc = psutil.Process(self.pid)
+            created = proc.create_time()
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            return None
+        recorded = self._record.get("create_time")
+        if recorded is None or abs(created - float(recorded)) > 0.05:
+            return None
+        if "mlops_nb.deploy.router" not in cmdline or str(self.state_dir) not in cmdline:
+            return None
+        return proc
+
+    def _answers(self) -> bool:
+        try:
+            r = httpx.get(self._endpoint + "/_mlops/state", timeout=2.0,
+                          headers={"X-Mlops-Token": self.token})  # fmt: skip
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    def alive(self) -> bool:
+        return self._process() is not None and self._answers()
+
+    # -- admin ---------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            r = httpx.request(method, self.endpoint + path, timeout=30.0,
+            r = httpx.request(method, self._endpoint + path, timeout=30.0,
                               headers={"X-Mlops-Token": self.token}, **kwargs)  # fmt: skip
         except httpx.HTTPError as e:
             raise DeploymentError(
-                f"the deployment's router at {self.endpoint} does not answer ({e}); it is "
+                f"the deployment's router at {self._endpoint} does not answer ({e}); it is "
                 "stale: delete the deployment and deploy again"
             ) from e
+        if r.status_code == 409:
+            raise _Superseded(r.text)
         if r.status_code != 200:
             raise DeploymentError(f"router refused {method} {path}: {r.status_code} {r.text}")
         return r.json()
 
-    def alive(self) -> bool:
-        if not psutil.pid_exists(self.pid):
-            return False
+    def _spec_path(self, model: str, version: int) -> Path:
+        path = self.state_dir / f"spec-v{version}.json"
+        if not path.exists():
+            v = self._ws.model(model).version(version)
+            spec = ServeSpec.of(v, spool=str(self._ws.spool_root),
+                                flush_seconds=self.target.flush_seconds)  # fmt: skip
+            spec.write(path)
+        return path
+
+    def apply(self, desired: DesiredState, generation: int = 0) -> None:
+        revisions = [
+            {"revision": r.revision, "version": r.version, "replicas": r.replicas,
+             "weight": r.weight, "digest": r.digest,
+             "spec": str(self._spec_path(desired.model, r.version))}
+            for r in desired.revisions
+        ]  # fmt: skip
+        config = {"model": desired.model, "generation": generation, "revisions": revisions,
+                  "routing": {"mode": desired.routing, "key": desired.key}}  # fmt: skip
+        # A newer state applied already must not be replaced by an older one.
+        with contextlib.suppress(_Superseded):
+            self._request("PUT", "/_mlops/config", content=json.dumps(config))
+
+    def observe(self) -> Observed:
+        if self._process() is None:
+            return Observed(alive=False, message="router process is gone")
         try:
-            return httpx.get(self.endpoint + "/v2/health/live", timeout=1.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+            state = self._request("GET", "/_mlops/state")
+        except DeploymentError as e:
+            return Observed(alive=False, message=str(e))
+        revisions = tuple(
+            RevisionStatus(
+                revision=r["revision"], version=r["version"], desired=r["desired"],
+                ready=r["ready"], restarts=r["restarts"], crash_loop=r["crash_loop"],
+                message=(f"crash loop: replicas exit ({r['last_exit']}) before ready"
+                         if r["crash_loop"] else None),
+                replicas=tuple(_replica(p) for p in r["replicas"]),
+            )
+            for r in state["revisions"]
+        )  # fmt: skip
+        return Observed(alive=True, revisions=revisions)
 
-    def configure(self, config: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("PUT", "/_mlops/config", json=config)
-        return result
+    def traffic(self, window_s: float) -> Traffic:
+        stats = self._request("GET", f"/_mlops/stats?window={window_s:g}")
+        revisions = tuple(
+            RevisionTraffic(revision=s["revision"], version=s["version"], requests=s["count"],
+                            errors_5xx=s["errors_5xx"], errors_4xx=s["errors_4xx"],
+                            p50_ms=s["p50_ms"], p95_ms=s["p95_ms"], p99_ms=s["p99_ms"])
+            for s in stats["revisions"].values() if s["revision"] >= 0
+        )  # fmt: skip
+        misses = {int(k): int(n) for k, n in stats["no_replica"].items()}
+        return Traffic(window_s=window_s, revisions=revisions, no_replica=misses)
 
-    def state(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", "/_mlops/state")
-        return result
-
-    def stats(self, window_s: float) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/_mlops/stats?window={window_s:g}")
-        return result
-
-    def wait_ready(self, revision: int, count: int, timeout: float) -> dict[str, Any]:
-        """Block until ``count`` replicas of ``revision`` are ready; explain a failure."""
-        deadline = time.monotonic() + timeout
-        state: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            state = self.state()
-            for rev in state["revisions"]:
-                if rev["revision"] == revision and rev["ready"] >= count:
-                    return state
-            error = self._load_error(revision, state)
-            if error:
-                # A replica that failed to load (corrupt artifact, unloadable model) will
-                # not get better by waiting: say why now.
-                raise DeploymentError(
-                    f"revision {revision} cannot become ready: the model server says: {error}"
-                )
-            time.sleep(0.1)
-        raise DeploymentError(
-            f"revision {revision} did not get {count} ready replica(s) within {timeout:g}s: "
-            f"{self._why_not_ready(revision, state)}"
-        )
-
-    def _load_error(self, revision: int, state: dict[str, Any]) -> str | None:
-        for rev in state.get("revisions", []):
+    def explain(self, revision: int) -> str | None:
+        """A replica's load error (from its ready probe) or the tail of its log."""
+        try:
+            state = self._request("GET", "/_mlops/state")
+        except DeploymentError:
+            return None
+        for rev in state["revisions"]:
             if rev["revision"] != revision:
                 continue
             for rep in rev["replicas"]:
@@ -137,23 +243,23 @@ class LocalRouter:
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     r = httpx.get(f"http://127.0.0.1:{rep['port']}/v2/health/ready", timeout=0.5)
                     if r.status_code == 503 and r.json().get("error"):
-                        return str(r.json()["error"])
-        return None
-
-    def _why_not_ready(self, revision: int, state: dict[str, Any]) -> str:
-        error = self._load_error(revision, state)
-        if error:
-            return f"the model server says: {error}"
+                        return f"the model server says: {r.json()['error']}"
         logs = sorted(self.state_dir.glob(f"replica-r{revision}-*.log"))
-        tail = logs[-1].read_text(errors="replace")[-600:] if logs else "(no replica log)"
-        return f"replica log {logs[-1] if logs else ''}: {tail}"
+        if not logs:
+            return None
+        tail = logs[-1].read_text(errors="replace")[-600:]
+        return f"replica log {logs[-1]}: {tail}"
+
+    def load_error(self, revision: int) -> str | None:
+        """A definite load failure (not just "still starting")."""
+        why = self.explain(revision)
+        return why if why and why.startswith("the model server says") else None
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the router (it stops its replicas), then kill what is left."""
-        try:
-            proc = psutil.Process(self.pid)
-            group = os.getpgid(self.pid)
-        except (psutil.NoSuchProcess, ProcessLookupError):
+        """SIGTERM the router (it stops its replicas), then kill what is left: only if the
+        process is verifiably this deployment's router."""
+        proc = self._process()
+        if proc is None:
             _reap(self.pid)
             return
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -163,9 +269,20 @@ class LocalRouter:
             for p in alive:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
         _reap(self.pid)
+
+
+def _replica(data: dict[str, Any]) -> ReplicaStatus:
+    """A replica with its process's CPU seconds and resident memory (psutil)."""
+    cpu = rss = None
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(int(data["pid"]))
+        times = proc.cpu_times()
+        cpu, rss = times.user + times.system, proc.memory_info().rss
+    return ReplicaStatus(id=str(data["port"]), ready=bool(data["ready"]), alive=bool(data["alive"]),
+                         cpu_seconds=cpu, rss_bytes=rss,
+                         detail={"pid": data["pid"], "port": data["port"],
+                                 "inflight": data.get("inflight", 0)})  # fmt: skip
 
 
 def _reap(pid: int) -> None:

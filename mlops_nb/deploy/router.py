@@ -2,25 +2,31 @@
 
 One router process per deployment listens on 127.0.0.1. It starts the replica processes
 (``python -m mlops_nb.serve``) that its configuration asks for, health-checks them every
-``CHECK_EVERY`` seconds, restarts any that die, and routes ``/v2/...`` requests:
+``CHECK_EVERY`` seconds, restarts any that die (with exponential backoff; a replica that
+keeps dying before it gets ready is reported as ``crash_loop``), and routes ``/v2/...``:
 
 - by weight across revisions (canary, rolling, blue-green: a switch is one assignment);
 - or, with a routing key (``header:x-user-id``), by a stable hash of the key (A/B);
-- round-robin across a revision's ready replicas; a replica that refuses a connection is
-  marked unready and the request is retried on another one, so a dying replica loses at
-  most its in-flight requests.
+- round-robin across a revision's ready replicas. A request is retried on another replica
+  only when it never reached the first (see :mod:`.proxy`).
+
+When the revision a request was meant for has no ready replica, another serving revision
+answers it and the miss is counted against the meant one (``no_replica``), so a
+crash-looping canary is seen by the analysis instead of quietly getting no traffic.
 
 A revision removed from the configuration stops receiving new requests at once; its
-replicas are stopped once their in-flight requests finish. Admin endpoints under
-``/_mlops/`` (config, state, stats, shutdown) need the token given at start.
-Every response carries ``X-Mlops-Version`` and ``X-Mlops-Revision`` headers.
+replicas stop once their in-flight requests finish. Admin endpoints under ``/_mlops/``
+(``config``, ``state``, ``stats``, ``shutdown``) need the token given at start;
+``PUT /_mlops/config`` refuses (409) a configuration older than the one applied.
+With ``--workspace FILE`` the router stops itself and its replicas once that file is
+gone (a deleted workspace leaves nothing running). Every proxied response carries
+``X-Mlops-Version`` and ``X-Mlops-Revision``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import contextlib
 import hashlib
 import json
@@ -33,24 +39,23 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-import httpx
-import numpy as np
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from . import proxy
+from .proxy import NotSent, Request, Response, SentButFailed, json_response
 
 log = logging.getLogger("mlops_nb.router")
 CHECK_EVERY = 0.25
 DRAIN_TIMEOUT = 15.0
 STATS_KEEP = 200_000
-_HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding"}
+REQUEST_TIMEOUT = 60.0
+MAX_BODY = 10 * 1024 * 1024
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+CRASH_LOOP_AFTER = 3  # deaths in a row before ready
+WORKSPACE_CHECK_EVERY = 5.0
 
 
 def free_port() -> int:
@@ -66,6 +71,7 @@ class Replica:
     port: int
     proc: subprocess.Popen[bytes]
     ready: bool = False
+    was_ready: bool = False
     inflight: int = 0
     started_at: float = field(default_factory=time.monotonic)
     draining_since: float | None = None
@@ -75,19 +81,39 @@ class Replica:
                 "alive": self.proc.poll() is None, "inflight": self.inflight}  # fmt: skip
 
 
+@dataclass
+class Health:
+    """Restart bookkeeping of one revision: deaths, backoff, crash loop."""
+
+    restarts: int = 0
+    deaths_before_ready: int = 0
+    next_start: float = 0.0
+    last_exit: int | None = None
+
+    @property
+    def crash_loop(self) -> bool:
+        return self.deaths_before_ready >= CRASH_LOOP_AFTER
+
+
 class Router:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, token: str, workspace: str | None = None) -> None:
         self.state_dir = state_dir
-        self.config: dict[str, Any] = {"revisions": [], "routing": {"mode": "weighted"}}
+        self.token = token.encode()
+        self.workspace = workspace
+        self.config: dict[str, Any] = {"revisions": [], "routing": {"mode": "weighted"},
+                                       "generation": -1}  # fmt: skip
         self.replicas: dict[int, list[Replica]] = {}
+        self.health: dict[int, Health] = {}
         self.draining: list[Replica] = []
-        self.restarts: dict[int, int] = {}
+        # (time, revision, version, latency ms, status); version -1: nobody could answer.
         self.stats: deque[tuple[float, int, int, float, int]] = deque(maxlen=STATS_KEEP)
-        self._rr = 0
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=1.0),
-                                        limits=httpx.Limits(max_connections=256))  # fmt: skip
+        self.misses: deque[tuple[float, int]] = deque(maxlen=STATS_KEEP)
+        self.pool = proxy.Pool()
         self.started = time.time()
+        self._rr = 0
         self._tick_lock = asyncio.Lock()
+        self.stopping = asyncio.Event()
+        self._live: list[tuple[dict[str, Any], int]] = []
 
     # -- configuration -------------------------------------------------------------------
 
@@ -98,22 +124,24 @@ class Router:
             if revision not in wanted:
                 for rep in self.replicas.pop(revision):
                     self._drain(rep)
+                self.health.pop(revision, None)
         self.config = config
         for spec in config["revisions"]:
             current = self.replicas.setdefault(int(spec["revision"]), [])
             while len(current) > int(spec["replicas"]):
                 self._drain(current.pop())
+        self._refresh_live()
 
     def _drain(self, rep: Replica) -> None:
         rep.ready = False
         rep.draining_since = time.monotonic()
+        self.pool.forget(rep.port)
         self.draining.append(rep)
 
-    def _spec(self, revision: int) -> dict[str, Any] | None:
-        for spec in self.config["revisions"]:
-            if int(spec["revision"]) == revision:
-                return dict(spec)
-        return None
+    def _refresh_live(self) -> None:
+        """Revisions that can take traffic now, with their weights (for the hot path)."""
+        self._live = [(s, int(s.get("weight", 0))) for s in self.config["revisions"]
+                      if any(r.ready for r in self.replicas.get(int(s["revision"]), []))]  # fmt: skip
 
     # -- supervision ---------------------------------------------------------------------
 
@@ -129,12 +157,19 @@ class Router:
         return Replica(int(spec["revision"]), int(spec["version"]), port, proc)
 
     async def supervise(self) -> None:
-        while True:
+        last_ws_check = time.monotonic()
+        while not self.stopping.is_set():
             try:
                 await self._tick()
             except Exception:
                 log.exception("supervision tick failed")
-            await asyncio.sleep(CHECK_EVERY)
+            if self.workspace and time.monotonic() - last_ws_check > WORKSPACE_CHECK_EVERY:
+                last_ws_check = time.monotonic()
+                if not os.path.exists(self.workspace):
+                    log.warning("workspace %s is gone; stopping", self.workspace)
+                    self.stopping.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), CHECK_EVERY)
 
     async def _tick(self) -> None:
         # The supervision loop and a config change may both tick: one at a time.
@@ -142,22 +177,36 @@ class Router:
             await self._tick_locked()
 
     async def _tick_locked(self) -> None:
+        now = time.monotonic()
         for spec in self.config["revisions"]:
             revision = int(spec["revision"])
             current = self.replicas.setdefault(revision, [])
+            health = self.health.setdefault(revision, Health())
             for rep in list(current):
-                if rep.proc.poll() is not None:
-                    log.warning("replica r%s port %s exited (%s); restarting", revision, rep.port,
-                                rep.proc.returncode)  # fmt: skip
-                    current.remove(rep)
-                    self.restarts[revision] = self.restarts.get(revision, 0) + 1
-            while len(current) < int(spec["replicas"]):
+                code = rep.proc.poll()
+                if code is None:
+                    continue
+                current.remove(rep)
+                self.pool.forget(rep.port)
+                health.restarts += 1
+                health.last_exit = code
+                health.deaths_before_ready = 0 if rep.was_ready else health.deaths_before_ready + 1
+                delay = min(
+                    BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, health.deaths_before_ready - 1)
+                )
+                health.next_start = now + (delay if health.deaths_before_ready else 0.0)
+                log.warning("replica r%s port %s exited (%s); restart in %.1fs", revision,
+                            rep.port, code, health.next_start - now)  # fmt: skip
+            while len(current) < int(spec["replicas"]) and now >= health.next_start:
                 current.append(self._spawn(spec))
         checks = [rep for reps in self.replicas.values() for rep in reps]
         results = await asyncio.gather(*(self._ready(rep) for rep in checks))
         for rep, ok in zip(checks, results, strict=True):
             rep.ready = ok
-        now = time.monotonic()
+            if ok and not rep.was_ready:
+                rep.was_ready = True
+                self.health.setdefault(rep.revision, Health()).deaths_before_ready = 0
+        self._refresh_live()
         for rep in list(self.draining):
             if rep.inflight == 0 or now - (rep.draining_since or now) > DRAIN_TIMEOUT:
                 self.draining.remove(rep)
@@ -167,10 +216,10 @@ class Router:
         if rep.proc.poll() is not None:
             return False
         try:
-            r = await self.client.get(f"http://127.0.0.1:{rep.port}/v2/health/ready", timeout=1.0)
-            return r.status_code == 200
-        except httpx.HTTPError:
+            status, _ = await proxy.get(rep.port, "/v2/health/ready", timeout=1.0)
+        except (NotSent, SentButFailed, TimeoutError, OSError):
             return False
+        return status == 200
 
     def stop_all(self) -> None:
         everyone = [rep for reps in self.replicas.values() for rep in reps] + self.draining
@@ -182,101 +231,168 @@ class Router:
 
     # -- routing -------------------------------------------------------------------------
 
-    def _choose(self, request: Request) -> list[int]:
-        """Revisions to try, most preferred first."""
-        live = [s for s in self.config["revisions"]
-                if int(s.get("weight", 0)) > 0 and any(r.ready for r in self.replicas.get(int(s["revision"]), []))]  # fmt: skip
-        if not live:
-            live = [s for s in self.config["revisions"]
-                    if any(r.ready for r in self.replicas.get(int(s["revision"]), []))]  # fmt: skip
-            if not live:
-                return []
-            weights = [1] * len(live)
-        else:
-            weights = [int(s["weight"]) for s in live]
-        routing = self.config.get("routing", {})
-        key = routing.get("key")
+    def _choose(self, request: Request) -> tuple[int | None, list[dict[str, Any]]]:
+        """The revision meant for this request (by weight or key) and the order to try."""
+        specs = self.config["revisions"]
+        weighted = [(s, int(s.get("weight", 0))) for s in specs if int(s.get("weight", 0)) > 0]
+        if not weighted:
+            return None, [s for s, _ in self._live]
         point: float | None = None
+        key = self.config.get("routing", {}).get("key")
         if key and key.startswith("header:"):
-            value = request.headers.get(key[7:])
+            value = request.header(key[7:].lower().encode())
             if value is not None:
-                digest = hashlib.sha256(value.encode()).digest()
-                point = int.from_bytes(digest[:8], "big") / 2**64
+                point = int.from_bytes(hashlib.sha256(value).digest()[:8], "big") / 2**64
         if point is None:
             point = random.random()
-        total = sum(weights)
-        bounds = list(np.cumsum(weights) / total)
-        first = min(bisect.bisect_right(bounds, point), len(live) - 1)
-        order = [live[first]] + [s for i, s in enumerate(live) if i != first]
-        return [int(s["revision"]) for s in order]
+        total = sum(w for _, w in weighted)
+        acc = 0.0
+        meant = weighted[-1][0]
+        for spec, weight in weighted:
+            acc += weight / total
+            if point < acc:
+                meant = spec
+                break
+        live = [s for s, w in self._live if w > 0 and s is not meant]
+        order = ([meant] if any(s is meant for s, _ in self._live) else []) + live
+        if not order:
+            order = [s for s, _ in self._live]
+        return int(meant["revision"]), order
 
     def _replicas_for(self, revision: int) -> list[Replica]:
         ready = [r for r in self.replicas.get(revision, []) if r.ready]
-        if not ready:
-            return []
+        if len(ready) <= 1:
+            return ready
         self._rr = (self._rr + 1) % len(ready)
         return ready[self._rr :] + ready[: self._rr]
 
-    async def proxy(self, request: Request) -> Response:
-        body = await request.body()
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        url_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/_mlops/"):
+            return await self.admin(request)
+        if path == "/v2/health/live":
+            return json_response(200, b'{"live": true}')
+        if path == "/v2/health/ready":
+            ok = bool(self._live)
+            return json_response(
+                200 if ok else 503, b'{"ready": %s}' % (b"true" if ok else b"false")
+            )
+        return await self.forward(request)
+
+    async def forward(self, request: Request) -> Response:
         start = time.perf_counter()
-        for revision in self._choose(request):
+        infer = request.path.split("?", 1)[0].endswith("/infer")
+        meant, order = self._choose(request)
+        for spec in order:
+            revision = int(spec["revision"])
+            if revision != meant and meant is not None and infer:
+                self.misses.append((time.time(), meant))
+                meant = None  # count one miss per request
             for rep in self._replicas_for(revision):
                 rep.inflight += 1
                 try:
-                    r = await self.client.request(request.method, f"http://127.0.0.1:{rep.port}{url_path}",
-                                                  content=body, headers=headers)  # fmt: skip
-                except httpx.TransportError:
-                    # Refused or reset: this replica is going away; try the next one.
-                    rep.ready = False
+                    r = await self.pool.request(rep.port, request, REQUEST_TIMEOUT)
+                except NotSent:
+                    rep.ready = False  # refused: going away; the next tick re-checks it
                     continue
+                except (SentButFailed, TimeoutError) as e:
+                    r = json_response(502 if isinstance(e, SentButFailed) else 504,
+                                      b'{"error": "the replica failed mid-request"}')  # fmt: skip
                 finally:
                     rep.inflight -= 1
-                elapsed = (time.perf_counter() - start) * 1000.0
-                if request.url.path.endswith("/infer"):
-                    self.stats.append(
-                        (time.time(), rep.version, rep.revision, elapsed, r.status_code)
-                    )
-                out = {"content-type": r.headers.get("content-type", "application/json"),
-                       "x-mlops-version": str(rep.version), "x-mlops-revision": str(rep.revision)}  # fmt: skip
-                return Response(r.content, status_code=r.status_code, headers=out)
-        if request.url.path.endswith("/infer"):
+                if infer:
+                    elapsed = (time.perf_counter() - start) * 1000.0
+                    self.stats.append((time.time(), rep.revision, rep.version, elapsed, r.status))
+                r.headers.append((b"x-mlops-version", str(rep.version).encode()))
+                r.headers.append((b"x-mlops-revision", str(rep.revision).encode()))
+                return r
+        if infer:
             self.stats.append((time.time(), -1, -1, (time.perf_counter() - start) * 1000.0, 503))
-        return JSONResponse({"error": "no ready replica; the deployment is starting or down"},
-                            status_code=503)  # fmt: skip
+            if meant is not None:
+                self.misses.append((time.time(), meant))
+        return json_response(
+            503, b'{"error": "no ready replica; the deployment is starting or down"}'
+        )
 
     # -- admin ---------------------------------------------------------------------------
+
+    async def admin(self, request: Request) -> Response:
+        if request.header(b"x-mlops-token") != self.token:
+            return json_response(403, b'{"error": "bad or missing X-Mlops-Token"}')
+        url = urlsplit(request.path)
+        if url.path == "/_mlops/config" and request.method == "PUT":
+            config = json.loads(request.body)
+            generation = int(config.get("generation", 0))
+            if generation < int(self.config.get("generation", -1)):
+                body = {"error": f"configuration generation {generation} is older than the "
+                                 f"applied {self.config['generation']}"}  # fmt: skip
+                return json_response(409, json.dumps(body).encode())
+            self.apply(config)
+            await self._tick()
+            return self._json(self.state())
+        if url.path == "/_mlops/state":
+            return self._json(self.state())
+        if url.path == "/_mlops/stats":
+            window = float(parse_qs(url.query).get("window", ["60"])[0])
+            return self._json(self.window_stats(window))
+        if url.path == "/_mlops/shutdown" and request.method == "POST":
+            self.stopping.set()
+            return self._json({"stopping": True})
+        return json_response(404, b'{"error": "unknown admin path"}')
+
+    @staticmethod
+    def _json(data: Any) -> Response:
+        return json_response(200, json.dumps(data).encode())
 
     def state(self) -> dict[str, Any]:
         revisions = []
         for spec in self.config["revisions"]:
             revision = int(spec["revision"])
             reps = self.replicas.get(revision, [])
+            health = self.health.get(revision, Health())
             revisions.append({
                 "revision": revision, "version": int(spec["version"]),
                 "weight": int(spec.get("weight", 0)), "desired": int(spec["replicas"]),
-                "ready": sum(r.ready for r in reps), "restarts": self.restarts.get(revision, 0),
+                "ready": sum(r.ready for r in reps), "restarts": health.restarts,
+                "crash_loop": health.crash_loop, "last_exit": health.last_exit,
                 "replicas": [r.describe() for r in reps],
             })  # fmt: skip
         return {"pid": os.getpid(), "started": self.started, "revisions": revisions,
+                "generation": self.config.get("generation", -1),
                 "routing": self.config.get("routing", {}), "draining": len(self.draining)}  # fmt: skip
 
     def window_stats(self, seconds: float) -> dict[str, Any]:
         since = time.time() - seconds
-        rows = [s for s in self.stats if s[0] >= since]
+        by_revision: dict[int, list[tuple[float, int, int, float, int]]] = {}
+        for row in reversed(self.stats):
+            if row[0] < since:
+                break
+            by_revision.setdefault(row[1], []).append(row)
         out: dict[str, Any] = {}
-        for version in sorted({r[1] for r in rows}):
-            mine = [r for r in rows if r[1] == version]
-            lat = np.array([r[3] for r in mine])
-            errors = sum(1 for r in mine if r[4] >= 500)
-            out[str(version)] = {
-                "count": len(mine), "errors": errors, "error_rate": errors / len(mine),
-                "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-                "p99_ms": float(np.percentile(lat, 99)),
+        for revision, rows in sorted(by_revision.items()):
+            lat = sorted(r[3] for r in rows)
+            out[str(revision)] = {
+                "revision": revision, "version": rows[0][2], "count": len(rows),
+                "errors_5xx": sum(1 for r in rows if r[4] >= 500),
+                "errors_4xx": sum(1 for r in rows if 400 <= r[4] < 500),
+                "p50_ms": _pct(lat, 50), "p95_ms": _pct(lat, 95), "p99_ms": _pct(lat, 99),
             }  # fmt: skip
-        return {"window_s": seconds, "versions": out}
+        misses: dict[str, int] = {}
+        for t, revision in reversed(self.misses):
+            if t < since:
+                break
+            misses[str(revision)] = misses.get(str(revision), 0) + 1
+        return {"window_s": seconds, "revisions": out, "no_replica": misses}
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation (numpy's default) of sorted values."""
+    if len(values) == 1:
+        return values[0]
+    pos = (len(values) - 1) * q / 100.0
+    low = int(pos)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (pos - low)
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
@@ -290,62 +406,29 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
             proc.wait()
 
 
-def create_app(token: str, state_dir: Path) -> Starlette:
-    router = Router(state_dir)
-
-    def authorized(request: Request) -> bool:
-        return request.headers.get("x-mlops-token") == token
-
-    async def config(request: Request) -> Response:
-        if not authorized(request):
-            return JSONResponse({"error": "bad or missing X-Mlops-Token"}, status_code=403)
-        router.apply(await request.json())
-        await router._tick()
-        return JSONResponse(router.state())
-
-    async def state(request: Request) -> Response:
-        if not authorized(request):
-            return JSONResponse({"error": "bad or missing X-Mlops-Token"}, status_code=403)
-        return JSONResponse(router.state())
-
-    async def stats(request: Request) -> Response:
-        if not authorized(request):
-            return JSONResponse({"error": "bad or missing X-Mlops-Token"}, status_code=403)
-        return JSONResponse(router.window_stats(float(request.query_params.get("window", "60"))))
-
-    async def live(request: Request) -> Response:
-        return JSONResponse({"live": True})
-
-    async def ready(request: Request) -> Response:
-        ok = any(r.ready for reps in router.replicas.values() for r in reps)
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.get_running_loop().create_task(router.supervise())
-        yield
-        task.cancel()
-        await asyncio.get_running_loop().run_in_executor(None, router.stop_all)
-        await router.client.aclose()
-
-    routes = [
-        Route("/_mlops/config", config, methods=["PUT"]),
-        Route("/_mlops/state", state),
-        Route("/_mlops/stats", stats),
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/{path:path}", router.proxy, methods=["GET", "POST"]),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.router = router
-    return app
+async def serve(router: Router, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: proxy.ServerProtocol(router.handle, MAX_BODY),
+                                      "127.0.0.1", port, backlog=1024)  # fmt: skip
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, router.stopping.set)
+    supervisor = loop.create_task(router.supervise())
+    try:
+        await router.stopping.wait()
+    finally:
+        proxy.close_quietly(server)
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await loop.run_in_executor(None, router.stop_all)
+        router.pool.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mlops_nb.deploy.router")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", required=True)
-    parser.add_argument("--config", help="initial configuration (JSON file)")
+    parser.add_argument("--workspace", help="stop when this workspace file is gone")
     args = parser.parse_args(argv)
     token = os.environ.get("MLOPS_NB_ROUTER_TOKEN", "")
     if not token:
@@ -353,11 +436,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(message)s")
     state_dir = Path(args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(token, state_dir)
-    if args.config:
-        app.state.router.apply(json.loads(Path(args.config).read_text()))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=20)  # fmt: skip
+    router = Router(state_dir, token, args.workspace)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(serve(router, args.port))
+    else:
+        uvloop.run(serve(router, args.port))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """How a new version replaces the running one, and when a guard rolls it back.
 
->>> Canary(steps=[10, 50, 100], pause="30s")
-Canary(steps=(10, 50, 100), pause='30s', guard=None)
+>>> Canary(steps=[10, 50], pause="30s").steps
+(10, 50, 100)
 >>> ABTest(split={3: 50, 4: 50}, key="header:x-user-id").weights()
 {3: 50, 4: 50}
 """
@@ -9,7 +9,7 @@ Canary(steps=(10, 50, 100), pause='30s', guard=None)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument
@@ -30,10 +30,18 @@ def _bad(what: str, value: Any) -> float:
 class Guard:
     """Analysis that decides go, hold or roll back, from the deployment's live numbers.
 
-    Each check looks at the last ``window`` of traffic of the version under watch; with
+    Each check looks at the last ``window`` of traffic of the revision under watch; with
     fewer than ``min_samples`` requests it is inconclusive (no verdict on too little
-    traffic). ``failure_limit`` failed checks in a row trigger the rollback. Thresholds
-    left as None are not checked; ``min_accuracy`` needs labels (``log_labels``).
+    traffic). While the stable revision serves beside it, the candidate is judged against
+    it over the same window: its error rate (5xx, 4xx and requests no replica could take)
+    may exceed the stable one's by at most ``max_error_rate``, and a latency ceiling counts
+    only where the candidate is also slower than the stable revision, so client garbage
+    that fails both sides does not fail the candidate. Alone, it is judged absolutely
+    (5xx and no-replica answers). ``failure_limit`` failed checks among the last
+    ``failure_window`` abort the rollout and roll back (as Argo Rollouts' ``failureLimit``:
+    a pass, a pause or a new step does not reset the count, so an intermittently failing
+    version is caught). Thresholds left as None are not checked; ``min_accuracy`` needs
+    labels (``log_labels``).
     """
 
     max_error_rate: float | None = None
@@ -45,6 +53,7 @@ class Guard:
     window: str = "1m"
     failure_limit: int = 3
     min_samples: int = 20
+    failure_window: int = 10
 
     def __post_init__(self) -> None:
         for name in ("max_error_rate", "max_p95_latency_ms", "max_p99_latency_ms",
@@ -55,7 +64,7 @@ class Guard:
                 raise InvalidArgument(f"{name} must be a non-negative number, got {value!r}")
         _span(self.interval, "interval")
         _span(self.window, "window")
-        for name in ("failure_limit", "min_samples"):
+        for name in ("failure_limit", "min_samples", "failure_window"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
@@ -67,6 +76,9 @@ class Guard:
     @property
     def window_s(self) -> float:
         return float(_span(self.window, "window") or 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -89,11 +101,22 @@ class BlueGreen:
 @dataclass(frozen=True)
 class Canary:
     """Shift traffic in ``steps`` (percent), waiting ``pause`` at each; None waits for
-    ``dep.promote()``. The guard decides at each step: go on, hold, or roll back."""
+    ``dep.promote()``.
+
+    A step advances once its pause is over and the guard's latest check passed; a failing
+    check holds the step, and ``guard.failure_limit`` failures abort the canary (all
+    traffic back on the stable revision at once). Inconclusive analysis (too little
+    traffic) holds the step up to ``progress_deadline``, then pauses the canary or aborts
+    it (``on_inconclusive``), saying why in ``status()``. ``bake`` keeps the guard watching
+    for that long after 100%, with the stable replicas still up for an instant rollback.
+    """
 
     steps: Sequence[int] = (10, 50, 100)
     pause: str | None = "30s"
     guard: Guard | None = None
+    progress_deadline: str = "10m"
+    on_inconclusive: str = "pause"
+    bake: str | None = None
 
     def __post_init__(self) -> None:
         steps = tuple(self.steps)
@@ -107,10 +130,26 @@ class Canary:
             steps = (*steps, 100)
         object.__setattr__(self, "steps", steps)
         _span(self.pause, "pause")
+        _span(self.progress_deadline, "progress_deadline")
+        _span(self.bake, "bake")
+        if self.on_inconclusive not in ("pause", "abort"):
+            raise InvalidArgument(
+                f"on_inconclusive must be 'pause' or 'abort', got {self.on_inconclusive!r}"
+            )
+        if self.guard is not None and not isinstance(self.guard, Guard):
+            raise InvalidArgument(f"guard must be an mlops_nb.Guard, got {self.guard!r}")
 
     @property
     def pause_s(self) -> float | None:
         return _span(self.pause, "pause")
+
+    @property
+    def deadline_s(self) -> float:
+        return float(_span(self.progress_deadline, "progress_deadline") or 0)
+
+    @property
+    def bake_s(self) -> float:
+        return float(_span(self.bake, "bake") or 0)
 
 
 @dataclass(frozen=True)
@@ -151,3 +190,24 @@ Strategy = Rolling | BlueGreen | Canary | ABTest
 
 def describe(strategy: Strategy) -> str:
     return type(strategy).__name__.lower()
+
+
+def to_dict(strategy: Strategy) -> dict[str, Any]:
+    """JSON-ready form, kept with the rollout in the workspace."""
+    data = asdict(strategy)
+    if isinstance(strategy, ABTest):
+        data["split"] = {str(k): v for k, v in strategy.split.items()}
+    if isinstance(strategy, Canary):
+        data["steps"] = list(strategy.steps)
+    return {"kind": describe(strategy), **data}
+
+
+def from_dict(data: dict[str, Any]) -> Strategy:
+    kinds: dict[str, type[Strategy]] = {"rolling": Rolling, "bluegreen": BlueGreen,
+                                          "canary": Canary, "abtest": ABTest}  # fmt: skip
+    fields = {k: v for k, v in data.items() if k != "kind"}
+    if isinstance(fields.get("guard"), dict):
+        fields["guard"] = Guard(**fields["guard"])
+    if data["kind"] == "abtest":
+        fields["split"] = {int(k): v for k, v in fields["split"].items()}
+    return kinds[data["kind"]](**fields)

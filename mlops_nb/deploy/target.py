@@ -170,8 +170,11 @@ class Backend(ABC):
         """JSON kept in the workspace so :meth:`Target.attach` can re-create this backend."""
 
     @abstractmethod
-    def apply(self, desired: DesiredState) -> None:
-        """Make the target run ``desired`` (idempotent; replicas follow asynchronously)."""
+    def apply(self, desired: DesiredState, generation: int = 0) -> None:
+        """Make the target run ``desired`` (idempotent; replicas follow asynchronously).
+
+        ``generation`` is the workspace's generation of this state: a target that can
+        refuses to go back to an older one (a slow writer never undoes a newer state)."""
 
     @abstractmethod
     def observe(self) -> Observed:
@@ -191,6 +194,10 @@ class Backend(ABC):
 
     def explain(self, revision: int) -> str | None:
         """Why a revision cannot become ready (a load error, a log tail), if known."""
+        return None
+
+    def load_error(self, revision: int) -> str | None:
+        """A definite failure to load (a corrupt artifact): waiting will not help."""
         return None
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
     from .target import Kubernetes
 
+GENERATION_ANN = "mlops-nb/generation"
 # Kinds a deployment may own, deleted by label in this order (workloads first).
 OWNED = (("apps/v1", "Deployment"), ("argoproj.io/v1alpha1", "Rollout"),
          ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
@@ -86,11 +87,25 @@ class KubernetesBackend(Backend):
         live_rev = rev_of(live["spec"]["template"]) if live else None
         return render(self.target, self.ws, desired, pick_primary(desired, live_rev))
 
-    def apply(self, desired: DesiredState, *, dry_run: bool = False, force: bool = False) -> None:
+    def apply(self, desired: DesiredState, generation: int = 0, *, dry_run: bool = False,
+              force: bool = False) -> None:  # fmt: skip
+        """Server-side apply of ``desired``; a state older than the live ``generation`` is
+        not applied (a slow writer never undoes a newer state)."""
+        if generation and not dry_run and generation < self.generation():
+            return
         objects = self.render(desired)
+        for obj in objects:
+            if obj["kind"] == "Service" and obj["metadata"]["name"] == self.name:
+                obj["metadata"]["annotations"][GENERATION_ANN] = str(generation)
         self.cluster.apply(objects, dry_run=dry_run, force=force)
         if not dry_run:
             self._collect(desired)
+
+    def generation(self) -> int:
+        svc = self.cluster.get("v1", "Service", self.name, self.ns)
+        return int(
+            ((svc or {}).get("metadata", {}).get("annotations") or {}).get(GENERATION_ANN, 0)
+        )
 
     def dry_run(self, desired: DesiredState) -> list[dict[str, Any]]:
         """The objects as the API server would store them, persisting nothing."""
@@ -187,6 +202,20 @@ class KubernetesBackend(Backend):
                     f"{last.get('reason')} (exit {last.get('exit_code')})" if last else "crash loop"
                 )
                 return f"pod {pod['metadata']['name']}: {why}; log: {text[-600:]}"
+        return None
+
+    def load_error(self, revision: int) -> str | None:
+        """The artifact fetch failed (missing or corrupt files): waiting will not help."""
+        pods = self.cluster.list(
+            "v1", "Pod", self.ns, f"{n.INSTANCE}={self.name},{n.REVISION}={revision}"
+        )
+        for pod in pods:
+            for c in (pod.get("status") or {}).get("initContainerStatuses") or []:
+                t = (c.get("lastState") or {}).get("terminated")
+                if c.get("name") == "fetch-artifact" and t and t.get("exitCode"):
+                    text = self._log(pod["metadata"]["name"])
+                    line = next((x for x in text.splitlines() if "mlops-nb fetch:" in x), None)
+                    return line or f"the artifact fetch exited with {t.get('exitCode')}"
         return None
 
     def _log(self, pod: str) -> str:

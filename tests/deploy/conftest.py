@@ -24,19 +24,27 @@ def iris() -> tuple[pd.DataFrame, pd.Series]:
     return X, y
 
 
-def _leftovers(timeout: float = 20.0) -> list[psutil.Process]:
+def leftovers(folder: Path | None = None, timeout: float = 30.0) -> list[psutil.Process]:
+    """Our processes still running: children of this one, and (controllers and routers
+    run in sessions of their own) any process naming ``folder`` on its command line."""
     deadline = time.monotonic() + timeout
     while True:
-        alive = [p for p in psutil.Process().children(recursive=True) if _is_ours(p)]
+        mine = {p.pid: p for p in psutil.Process().children(recursive=True) if _is_ours(p)}
+        if folder is not None:
+            for p in psutil.process_iter():
+                if p.pid not in mine and _is_ours(p, str(folder)):
+                    mine[p.pid] = p
+        alive = list(mine.values())
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
 
 
-def _is_ours(p: psutil.Process) -> bool:
+def _is_ours(p: psutil.Process, folder: str | None = None) -> bool:
     try:
         cmd = " ".join(p.cmdline())
-        return p.status() != psutil.STATUS_ZOMBIE and "mlops_nb" in cmd
+        return (p.status() != psutil.STATUS_ZOMBIE and "mlops_nb" in cmd
+                and (folder is None or folder in cmd))  # fmt: skip
     except psutil.Error:
         return False
 
@@ -51,7 +59,7 @@ def dws(tmp_path: Path) -> Iterator[mnb.Workspace]:
         for name in ws.deployments()["name"].tolist():
             ws.deployment(name).delete()
         ws.close()
-        left = _leftovers()
+        left = leftovers(tmp_path)
         for p in left:
             p.kill()
         assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
@@ -108,7 +116,10 @@ class Traffic:
         with httpx.Client(timeout=10.0) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
-                    r = client.post(self.url, json=self.body, headers=self.headers)
+                    if isinstance(self.body, bytes):
+                        r = client.post(self.url, content=self.body, headers=self.headers)
+                    else:
+                        r = client.post(self.url, json=self.body, headers=self.headers)
                     self.results.append((r.status_code, r.headers.get("x-mlops-version")))
                 except httpx.HTTPError as e:
                     self.results.append((-1, type(e).__name__))

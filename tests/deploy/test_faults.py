@@ -27,7 +27,7 @@ def _body(iris: Any) -> Any:
 def test_killed_replica_is_replaced_and_traffic_continues(dws, versions, iris) -> None:
     dep = versions["good"].deploy(replicas=2)
     victim = dep.status()["revisions"][0]
-    pids = [r["pid"] for r in dep._router().state()["revisions"][0]["replicas"]]
+    pids = [r["pid"] for r in victim["replicas"]]
     assert victim["ready"] == 2 and len(pids) == 2
     with Traffic(dep.endpoint, _body(iris), pause=0.0) as traffic:
         time.sleep(0.5)
@@ -40,7 +40,7 @@ def test_killed_replica_is_replaced_and_traffic_continues(dws, versions, iris) -
     assert len(traffic.results) > 100
     rev = dep.status()["revisions"][0]
     assert rev["restarts"] == 1
-    new_pids = [r["pid"] for r in dep._router().state()["revisions"][0]["replicas"]]
+    new_pids = [r["pid"] for r in dep.status()["revisions"][0]["replicas"]]
     assert pids[0] not in new_pids and pids[1] in new_pids
 
 
@@ -81,14 +81,14 @@ def test_a_new_process_reattaches_and_sees_stale_ones(dws, versions, tmp_path) -
     out = subprocess.run([sys.executable, "-c", _REATTACH, path], capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert out.stdout.split() == ["healthy", "1", "200"], out.stderr
-    router = psutil.Process(dep._row()["pid"])
+    router = psutil.Process(dep._record().admin["pid"])
     children = router.children(recursive=True)
     router.kill()
     # Replicas notice their router is gone and stop by themselves.
     _, alive = psutil.wait_procs(children, timeout=30)
     assert alive == []
     status = dep.status()
-    assert status["state"] == "stale" and "redeploy" in status["message"]
+    assert status["state"] == "stale" and "deploy again" in status["message"]
     assert dws.deployments()["state"].tolist() == ["stale"]
     with pytest.raises(mnb.DeploymentError, match="stale"):
         versions["other"].deploy()

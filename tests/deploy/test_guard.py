@@ -22,17 +22,18 @@ def _body(iris: Any) -> Any:
     return iris[0].head(1).to_dict("records")
 
 
-def test_watch_rolls_back_on_errors(dws, versions, iris) -> None:
+def test_watch_rolls_back_on_errors(dws, versions, iris, receiver) -> None:
     dep = versions["good"].deploy()
     versions["failing"].deploy(strategy=mnb.BlueGreen())
-    events: list[mnb.Event] = []
-    dws.on("rolled_back", events.append)
+    # The controller, not this process, rolls back: it delivers the signed webhook.
+    dws.add_webhook(receiver.url, secret=receiver.secret, events=["rolled_back"])
     guard = mnb.Guard(max_error_rate=0.01, interval="0.3s", window="2s", failure_limit=2,
                       min_samples=5)  # fmt: skip
     with Traffic(dep.endpoint, _body(iris), pause=0.01):
         dep.watch(guard)
-        wait_for(lambda: bool(events), 60, "the guard's rollback")
+        wait_for(lambda: bool(receiver.received), 90, "the guard's rollback")
         dep.unwatch()
+    events = [r["body"] for r in receiver.received]
     assert dep.status()["traffic"] == {1: 100.0}
     revs = dep.revisions()
     assert revs[["revision", "version"]].values.tolist()[-1] == [3, 1]
@@ -42,8 +43,9 @@ def test_watch_rolls_back_on_errors(dws, versions, iris) -> None:
     )
     failed = checks[checks["verdict"] == "fail"]
     assert "error_rate" in failed["evidence"].iloc[-1]
-    assert events and events[-1].version == 1
-    assert "guard: error_rate" in dws.audit()["reason"].dropna().iloc[-1]
+    assert events[-1]["version"] == 1 and events[-1]["data"]["from_version"] == 3
+    assert events[-1]["data"]["to_version"] == 1
+    assert "guard: error rate" in dws.audit()["reason"].dropna().iloc[-1]
 
 
 def test_accuracy_guard_uses_labels(dws, versions, iris) -> None:

@@ -40,7 +40,7 @@ def test_deploy_rolling_update_and_rollback(dws, versions, iris) -> None:
     revs = dep.revisions()
     assert revs[["revision", "version", "status"]].values.tolist() == [
         [1, 1, "superseded"],
-        [2, 2, "superseded"],
+        [2, 2, "rolled_back"],
         [3, 1, "active"],
     ]
     assert revs.iloc[-1]["note"] == "rollback to r1"
@@ -73,7 +73,7 @@ def test_canary_succeeds_to_full_traffic(dws, versions, iris) -> None:
         dep.wait(timeout=60)
     assert traffic.failures() == []
     assert dep.status()["traffic"] == {2: 100.0}
-    assert dep.status()["rollout"]["phase"] == "done"
+    assert dep.status()["rollout"]["phase"] == "succeeded"
     checks = dep.checks()
     assert not checks.empty and set(checks["verdict"]) <= {"pass", "inconclusive"}
     assert "pass" in set(checks["verdict"])
@@ -90,14 +90,13 @@ def test_canary_succeeds_to_full_traffic(dws, versions, iris) -> None:
                            failure_limit=2, min_samples=5)),
     ],
 )  # fmt: skip
-def test_canary_rolls_back_automatically(dws, versions, iris, bad, guard) -> None:
+def test_canary_rolls_back_automatically(dws, versions, iris, bad, guard, receiver) -> None:
     dep = versions["good"].deploy()
-    events: list[mnb.Event] = []
-    dws.on("rolled_back", events.append)
+    dws.add_webhook(receiver.url, secret=receiver.secret, events=["rolled_back"])
     canary = mnb.Canary(steps=[50, 100], pause="30s", guard=guard)
     with Traffic(dep.endpoint, _body(iris), pause=0.01) as traffic:
         versions[bad].deploy(strategy=canary)
-        wait_for(lambda: dep.status()["rollout"]["phase"] == "rolled_back", 30, "the rollback")
+        wait_for(lambda: dep.status()["rollout"]["phase"] == "aborted", 30, "the rollback")
         rolled_at = len(traffic.results)
         time.sleep(1.0)
     after = traffic.results[rolled_at:]
@@ -108,7 +107,9 @@ def test_canary_rolls_back_automatically(dws, versions, iris, bad, guard) -> Non
     checks = dep.checks()
     assert checks["decision"].iloc[-1] == "rollback"
     assert (checks["verdict"] == "fail").sum() >= 2
-    assert events and events[-1].data["deployment"] == "iris"
+    wait_for(lambda: bool(receiver.received), 30, "the rolled_back webhook")
+    event = receiver.received[-1]["body"]
+    assert event["data"]["deployment"] == "iris" and event["data"]["to_version"] == 1
     assert "rollback" in dws.audit()["action"].tolist()
 
 

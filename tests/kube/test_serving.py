@@ -87,6 +87,7 @@ def test_a_tampered_artifact_fails_the_init_container_with_the_reason(
     assert o.revision(1).ready == 0
     why = emulator.wait(lambda: b.explain(1), timeout=60, what="explanation")
     assert "IntegrityError" in why and "corrupt" in why
+    assert "mlops-nb fetch: IntegrityError" in (b.load_error(1) or "")
     b.stop()
     deadline = time.monotonic() + 30
     while emulator.kubelet.runs and time.monotonic() < deadline:

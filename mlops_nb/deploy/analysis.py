@@ -1,0 +1,121 @@
+"""The guard's analysis: one check of a candidate revision's live numbers, and the one
+decision function that canaries, blue-green switches and ``watch()`` all use.
+
+A check is ``pass``, ``fail`` (with the breached thresholds) or ``inconclusive`` (fewer
+than ``min_samples`` requests: no verdict on too little traffic). While a baseline (the
+stable revision) serves over the same window, the candidate is judged against it; alone,
+absolutely (see :class:`~mlops_nb.deploy.strategies.Guard`).
+
+>>> from mlops_nb.deploy.target import RevisionTraffic, Traffic
+>>> g = Guard(max_error_rate=0.05, min_samples=10)
+>>> t = Traffic(60, (RevisionTraffic(2, 2, 40, 20, 0), RevisionTraffic(1, 1, 40, 0, 0)))
+>>> check = analyse(g, t, None, candidate=2, baseline=[1])
+>>> check.verdict, check.breaches
+('fail', ('error rate 0.5 exceeds the stable revision 0 by more than max_error_rate 0.05',))
+>>> decide(g, ["pass", "fail", "pass", "fail", "fail"])
+'abort'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .strategies import Guard
+from .target import Observed, Traffic
+
+
+@dataclass(frozen=True)
+class Check:
+    verdict: str  # "pass", "fail" or "inconclusive"
+    evidence: dict[str, Any] = field(default_factory=dict)
+    breaches: tuple[str, ...] = ()
+
+
+# Accuracy and drift need the workspace: the caller passes them in as a function that
+# adds its findings to the evidence and returns breaches.
+Quality = Callable[[Guard, int, dict[str, Any]], list[str]]
+
+
+def _sum(traffic: Traffic, revisions: Sequence[int]) -> dict[str, Any]:
+    rows = [r for r in traffic.revisions if r.revision in revisions]
+    requests = sum(r.requests for r in rows)
+    p95 = [r.p95_ms for r in rows if r.p95_ms is not None]
+    p99 = [r.p99_ms for r in rows if r.p99_ms is not None]
+    return {"requests": requests, "errors_5xx": sum(r.errors_5xx for r in rows),
+            "errors_4xx": sum(r.errors_4xx for r in rows),
+            "no_replica": sum(traffic.no_replica.get(r, 0) for r in revisions),
+            "p95_ms": max(p95) if p95 else None, "p99_ms": max(p99) if p99 else None}  # fmt: skip
+
+
+def analyse(
+    guard: Guard, traffic: Traffic, observed: Observed | None, *, candidate: int,
+    baseline: Sequence[int] = (), quality: Quality | None = None,
+) -> Check:  # fmt: skip
+    """One check of revision ``candidate`` against ``guard`` (and ``baseline``, if serving)."""
+    cand = _sum(traffic, [candidate])
+    base = _sum(traffic, [b for b in baseline if b != candidate])
+    evidence: dict[str, Any] = {"revision": candidate, "window_s": traffic.window_s,
+                                "candidate": cand, "baseline": base if baseline else None}  # fmt: skip
+    status = observed.revision(candidate) if observed is not None else None
+    if status is not None and status.crash_loop:
+        evidence["reason"] = status.message
+        return Check(
+            "fail", evidence, (f"revision {candidate} is crash-looping: {status.message}",)
+        )
+    n = cand["requests"] + cand["no_replica"]
+    if n < guard.min_samples:
+        evidence["reason"] = f"{n} requests in the window, need {guard.min_samples}"
+        return Check("inconclusive", evidence)
+    compared = base["requests"] >= guard.min_samples
+    evidence["compared"] = compared
+    breaches: list[str] = []
+    if guard.max_error_rate is not None:
+        if compared:
+            rate = (cand["errors_5xx"] + cand["errors_4xx"] + cand["no_replica"]) / n
+            stable = (base["errors_5xx"] + base["errors_4xx"]) / base["requests"]
+            evidence.update(error_rate=rate, stable_error_rate=stable)
+            if rate - stable > guard.max_error_rate:
+                breaches.append(f"error rate {rate:.4g} exceeds the stable revision "
+                                f"{stable:.4g} by more than max_error_rate {guard.max_error_rate:g}")  # fmt: skip
+        else:
+            rate = (cand["errors_5xx"] + cand["no_replica"]) / n
+            evidence["error_rate"] = rate
+            if rate > guard.max_error_rate:
+                breaches.append(f"error rate {rate:.4g} > max_error_rate {guard.max_error_rate:g}")
+    for key, limit in (("p95_ms", guard.max_p95_latency_ms), ("p99_ms", guard.max_p99_latency_ms)):
+        value = cand[key]
+        if limit is None or value is None or value <= limit:
+            continue
+        if compared and base[key] is not None and value <= base[key]:
+            continue  # as slow as the stable revision: the machine, not the version
+        breaches.append(f"{key} {value:.4g} > max_{key[:3]}_latency_ms {limit:g}")
+    if quality is not None and (
+        guard.min_accuracy is not None or guard.max_drift_share is not None
+    ):
+        breaches += quality(guard, candidate, evidence)
+    return Check("fail" if breaches else "pass", evidence, tuple(breaches))
+
+
+def decide(guard: Guard, verdicts: Sequence[str]) -> str:
+    """``abort`` once ``failure_limit`` of the last ``failure_window`` checks failed;
+    ``continue`` when the latest passed; ``hold`` otherwise."""
+    recent = list(verdicts)[-guard.failure_window :]
+    if recent.count("fail") >= guard.failure_limit:
+        return "abort"
+    if recent and recent[-1] == "pass":
+        return "continue"
+    return "hold"
+
+
+def same_value(prediction: Any, label: Any) -> bool:
+    """Compare a prediction with a label as values of the label's type (``1.0 == 1``)."""
+    if isinstance(label, bool) or isinstance(prediction, bool):
+        return str(prediction).lower() == str(label).lower()
+    if isinstance(label, int | float):
+        try:
+            return float(prediction) == float(label)
+        except (TypeError, ValueError):
+            return False
+    return str(prediction) == str(label)

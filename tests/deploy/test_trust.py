@@ -1,0 +1,420 @@
+"""Deployments that can be trusted: each way a rollout used to go wrong, on real processes.
+
+Every test runs real routers, replicas and controllers on 127.0.0.1 and waits on
+conditions with generous deadlines (the suite may share a loaded machine).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+import mlops_nb as mnb
+from mlops_nb.deploy import state as st
+from mlops_nb.deploy.core import Status
+from mlops_nb.deploy.rollout import spec_of
+from tests.deploy.conftest import Traffic, leftovers, wait_for
+
+
+def _body(iris: Any) -> Any:
+    return iris[0].head(1).to_dict("records")
+
+
+class Flaky:
+    """Fails about 40% of requests: an intermittently broken version."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def predict(self, frame: Any) -> Any:
+        if random.random() < 0.4:
+            raise RuntimeError("intermittent failure")
+        return self.inner.predict(frame)
+
+
+class CrashAtLoad:
+    """Unpickling this object ends the process: a replica that dies at every start."""
+
+    def __reduce__(self) -> Any:
+        return (os._exit, (3,))
+
+
+class Weights:
+    """Samples the canary's weight in the background: the most it ever got."""
+
+    def __init__(self, dep: mnb.Deployment, version: int) -> None:
+        self.dep, self.version, self.most = dep, version, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 180
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                share = self.dep.status()["traffic"].get(self.version, 0.0)
+            except mnb.MlopsError:
+                share = 0.0
+            self.most = max(self.most, share)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> Weights:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _phase(dep: mnb.Deployment) -> str | None:
+    rollout = dep.status()["rollout"]
+    return rollout["phase"] if rollout else None
+
+
+def test_a_canary_failing_every_request_never_passes_its_first_step(dws, versions, iris) -> None:
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.05, interval="1s", failure_limit=2, min_samples=5)
+    with Traffic(dep.endpoint, _body(iris), pause=0.01) as traffic, Weights(dep, 3) as weights:
+        versions["failing"].deploy(strategy=mnb.Canary(steps=[50, 100], pause="3s", guard=guard))
+        wait_for(lambda: _phase(dep) == "aborted", 90, "the canary to be aborted")
+        after = len(traffic.results)
+        wait_for(lambda: len(traffic.results) > after + 30, 30, "more traffic")
+    assert weights.most <= 50.0
+    assert all(code == 200 and v == "1" for code, v in traffic.results[after:])
+    assert dep.status()["traffic"] == {1: 100.0}
+    assert dep.revisions().set_index("revision").loc[2, "status"] == "rolled_back"
+    assert "guard" in dep.status()["rollout"]["reason"]
+
+
+def test_an_intermittently_failing_version_does_not_reach_full_traffic(dws, versions, iris) -> None:
+    flaky = dws.model("iris").register(Flaky(versions["good"].load()), flavor="python",
+                                       input_example=iris[0].head(5))  # fmt: skip
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.05, interval="0.5s", window="3s", failure_limit=3,
+                      min_samples=5)  # fmt: skip
+    canary = mnb.Canary(steps=[20, 50, 100], pause="2s", guard=guard)
+    with Traffic(dep.endpoint, _body(iris), pause=0.005), Weights(dep, flaky.number) as weights:
+        flaky.deploy(strategy=canary)
+        wait_for(lambda: _phase(dep) in ("aborted", "succeeded"), 120, "the canary to end")
+    assert _phase(dep) == "aborted"
+    assert weights.most < 100.0
+    assert dep.status()["traffic"] == {1: 100.0}
+    verdicts = dep.checks()["verdict"].tolist()
+    assert verdicts.count("fail") >= guard.failure_limit
+
+
+def test_rollback_skips_a_rejected_canary(dws, versions, iris) -> None:
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.05, interval="0.5s", window="3s", failure_limit=2,
+                      min_samples=5)  # fmt: skip
+    with Traffic(dep.endpoint, _body(iris), pause=0.01):
+        versions["failing"].deploy(strategy=mnb.Canary(steps=[50, 100], pause="5s", guard=guard))
+        wait_for(lambda: _phase(dep) == "aborted", 90, "the canary to be aborted")
+    versions["other"].deploy()  # r3: v2, rolling
+    assert dep.status()["traffic"] == {2: 100.0}
+    dep.rollback(reason="v2 looks worse")  # back to v1 (r1), never to the rejected v3 (r2)
+    assert dep.status()["traffic"] == {1: 100.0}
+    revs = dep.revisions().set_index("revision")
+    assert revs.loc[2, "status"] == "rolled_back" and revs.loc[3, "status"] == "rolled_back"
+    assert revs.loc[4, "version"] == 1 and revs.loc[4, "note"] == "rollback to r1"
+    with pytest.raises(mnb.DeploymentError, match="no earlier healthy revision"):
+        dep.rollback()  # v2 was rolled back and v1 serves: nothing healthy is left to go to
+    with pytest.raises(mnb.DeploymentError, match="never became healthy"):
+        dep.rollback(to=2)
+    audit = dws.audit(model="iris")
+    row = audit[audit["action"] == "rollback"].iloc[-1]
+    assert (row["from_value"], row["to_value"]) == ("r3 (v2)", "r4 (v1)")
+    assert row["reason"] == "v2 looks worse"
+
+
+def test_delete_of_a_stale_deployment_leaves_a_bystander_alone(dws, versions) -> None:
+    dep = versions["good"].deploy()
+    admin = dep._record().admin
+    router = psutil.Process(admin["pid"])
+    replicas = router.children(recursive=True)
+    router.kill()
+    psutil.wait_procs([router, *replicas], timeout=60)
+    # After a crash or a reboot the recorded pid may belong to someone else.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
+                                 start_new_session=True)  # fmt: skip
+    try:
+        forged = {**admin, "pid": bystander.pid}
+        dws._store.write(lambda con: con.execute(
+            "UPDATE deployments SET admin = ?, pid = ? WHERE name = 'iris'",
+            [json.dumps(forged), bystander.pid]))  # fmt: skip
+        assert dep.status()["state"] == "stale"
+        dep.delete()
+        time.sleep(0.5)  # a signal, had one been sent, would have landed by now
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait(timeout=10)
+    assert dep.status()["state"] == "deleted"
+
+
+_DEPLOY = textwrap.dedent(
+    """
+    import sys, time, json
+    import mlops_nb as mnb
+    ws = mnb.open(sys.argv[1])
+    go = float(sys.argv[2])
+    while time.time() < go:
+        time.sleep(0.005)
+    try:
+        dep = ws.model("iris").version(int(sys.argv[3])).deploy(timeout=120)
+        print(json.dumps({"ok": dep.endpoint}))
+    except mnb.MlopsError as e:
+        print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+    ws.close()
+    """
+)
+
+
+def test_two_processes_deploying_one_name(dws, versions) -> None:
+    path = dws._store.path
+    go = time.time() + 4.0
+    procs = [subprocess.Popen([sys.executable, "-c", _DEPLOY, path, str(go), str(n)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for n in (1, 2)]  # fmt: skip
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert all(o[0].strip() for o in outs), [o[1][-2000:] for o in outs]
+    results = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
+    winners = [r for r in results if "ok" in r]
+    losers = [r for r in results if "error" in r]
+    assert len(winners) == 1 and len(losers) == 1, results
+    assert losers[0]["error"] in ("DeploymentConflict", "DeploymentError", "WorkspaceBusy")
+    frame = dws.deployments()
+    assert frame["name"].tolist() == ["iris"] and frame["state"].tolist() == ["healthy"]
+    routers = [p for p in leftovers(Path(path).parent, timeout=0)
+               if "mlops_nb.deploy.router" in " ".join(p.cmdline())]  # fmt: skip
+    assert len(routers) == 1
+
+
+_KERNEL = textwrap.dedent(
+    """
+    import os, sys
+    import mlops_nb as mnb
+    ws = mnb.open(sys.argv[1])
+    guard = mnb.Guard(max_error_rate=0.05, interval="0.5s", window="3s", failure_limit=2,
+                      min_samples=5)
+    v = ws.model("iris").version(int(sys.argv[2]))
+    v.deploy(strategy=mnb.Canary(steps=[30, 100], pause="4s", guard=guard))
+    print("canary started", flush=True)
+    os.kill(os.getpid(), 9)  # the kernel dies mid-canary
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("version", "outcome", "serving"), [(2, "succeeded", 2), (3, "aborted", 1)]
+)
+def test_a_killed_kernel_does_not_stop_a_canary(dws, versions, iris, version, outcome,
+                                                serving) -> None:  # fmt: skip
+    dep = versions["good"].deploy()
+    with Traffic(dep.endpoint, _body(iris), pause=0.01):
+        out = subprocess.run([sys.executable, "-c", _KERNEL, dws._store.path, str(version)],
+                             capture_output=True, text=True, timeout=240)  # fmt: skip
+        assert "canary started" in out.stdout, out.stderr
+        assert out.returncode == -signal.SIGKILL
+        wait_for(lambda: _phase(dep) == outcome, 120, f"the canary to be {outcome}")
+    assert dep.status()["traffic"] == {serving: 100.0}
+
+
+def test_a_version_rejecting_valid_requests_with_4xx_is_caught(dws, versions, iris) -> None:
+    X = iris[0]
+    renamed = X.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    strict = dws.model("iris").register(versions["good"].load(), input_example=renamed.head(5))
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.05, interval="0.5s", window="3s", failure_limit=2,
+                      min_samples=5)  # fmt: skip
+    with Traffic(dep.endpoint, _body(iris), pause=0.01) as traffic:
+        strict.deploy(strategy=mnb.Canary(steps=[50, 100], pause="3s", guard=guard))
+        wait_for(lambda: _phase(dep) in ("aborted", "succeeded"), 90, "the canary to end")
+    assert _phase(dep) == "aborted"
+    assert any(code == 400 for code, _ in traffic.results)
+    evidence = dep.checks()[lambda c: c["verdict"] == "fail"]["evidence"].iloc[-1]
+    assert "errors_4xx" in evidence
+
+
+def test_clients_sending_garbage_do_not_fail_a_healthy_canary(dws, versions, iris) -> None:
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.05, interval="0.5s", window="4s", failure_limit=2,
+                      min_samples=5)  # fmt: skip
+    garbage = json.dumps([{c: math.nan for c in iris[0].columns}]).encode()  # NaN: not JSON
+    with Traffic(dep.endpoint, _body(iris), pause=0.01), \
+            Traffic(dep.endpoint, garbage, pause=0.01) as bad:  # fmt: skip
+        versions["other"].deploy(strategy=mnb.Canary(steps=[50, 100], pause="3s", guard=guard))
+        wait_for(lambda: _phase(dep) in ("aborted", "succeeded"), 120, "the canary to end")
+    assert bad.failures(), "the garbage requests should have failed"
+    assert _phase(dep) == "succeeded", dep.status()["rollout"]
+    assert dep.status()["traffic"] == {2: 100.0}
+
+
+def test_a_crash_looping_canary_fails_fast_with_backoff(dws, versions, iris) -> None:
+    crashing = dws.model("iris").register(CrashAtLoad(), flavor="python",
+                                          input_example=iris[0].head(5))  # fmt: skip
+    dep = versions["good"].deploy()
+    with pytest.raises(mnb.DeploymentError, match=r"crash loop|cannot become ready"):
+        crashing.deploy(strategy=mnb.Canary(steps=[50, 100], pause="3s"), timeout=90)
+    assert dep.status()["traffic"] == {1: 100.0}
+    assert _phase(dep) == "failed"
+    assert dep.revisions().set_index("revision").loc[2, "status"] == "failed"
+    # Its replicas are stopped with it: the router runs only revision 1 again.
+    wait_for(lambda: [r["revision"] for r in dep.status()["revisions"]] == [1], 60,
+             "the failed revision to stop")  # fmt: skip
+
+
+def test_router_backs_off_a_crash_looping_replica(dws, versions, iris) -> None:
+    from mlops_nb.deploy import router as router_module
+
+    crashing = dws.model("iris").register(CrashAtLoad(), flavor="python",
+                                          input_example=iris[0].head(5))  # fmt: skip
+    dep = versions["good"].deploy()
+    backend = dep._backend_of(dep._record())
+    desired = st.read(dws, "iris").desired
+    spec = spec_of(crashing, 99, 1, 0)
+    backend.apply(type(desired)(desired.name, desired.model, (*desired.revisions, spec)),
+                  generation=10**6)  # fmt: skip
+    started = time.monotonic()
+    wait_for(lambda: backend.observe().revision(99) is not None
+             and backend.observe().revision(99).crash_loop, 90, "the crash loop")  # fmt: skip
+    elapsed = time.monotonic() - started
+    restarts = backend.observe().revision(99).restarts
+    # Without backoff a replica dying at once would restart every tick (4 a second).
+    assert restarts <= 2 + elapsed / router_module.CHECK_EVERY / 4, (restarts, elapsed)
+    assert dep.status()["state"] == "degraded"
+    # The generation guard: an older configuration does not replace a newer one.
+    backend.apply(desired, generation=1)
+    assert backend.observe().revision(99) is not None
+    backend.apply(desired, generation=10**6 + 1)
+    wait_for(lambda: backend.observe().revision(99) is None, 30, "the newer configuration")
+
+
+def test_a_post_is_not_retried_once_sent(dws, versions, iris, tmp_path) -> None:
+    marker = tmp_path / "calls.txt"
+
+    class Recording:
+        def __init__(self, path: str, owner: int) -> None:
+            self.path, self.owner = path, owner
+
+        def predict(self, frame: Any) -> Any:
+            if os.getpid() == self.owner:  # registration infers the signature here
+                return [0] * len(frame)
+            with open(self.path, "a") as fh:
+                fh.write(f"{os.getpid()}\n")
+            time.sleep(3.0)
+            return [0] * len(frame)
+
+    v = dws.model("iris").register(Recording(str(marker), os.getpid()), flavor="python",
+                                   input_example=iris[0].head(5))  # fmt: skip
+    dep = v.deploy(replicas=2)
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        result["r"] = httpx.post(dep.endpoint + "/v2/models/iris/infer", json=_body(iris),
+                                 timeout=60)  # fmt: skip
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    wait_for(lambda: marker.exists() and marker.read_text().strip() != "", 60, "the prediction")
+    os.kill(int(marker.read_text().split()[0]), signal.SIGKILL)
+    thread.join(timeout=60)
+    assert result["r"].status_code == 502
+    time.sleep(1.0)
+    assert len(marker.read_text().split()) == 1  # never sent to the other replica
+
+
+def test_the_router_refuses_large_bodies_without_buffering_them(dws, versions) -> None:
+    dep = versions["good"].deploy()
+    router = psutil.Process(dep._record().admin["pid"])
+    before = router.memory_info().rss
+    body = b"[" + b"1.0," * (50 * 1024 * 1024 // 4) + b"1.0]"  # ~50 MB
+    r = httpx.post(dep.endpoint + "/v2/models/iris/infer", content=body, timeout=60,
+                   headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+    def chunks() -> Any:
+        for _ in range(50):
+            yield b"1.0," * (1024 * 1024 // 4)
+
+    r = httpx.post(dep.endpoint + "/v2/models/iris/infer", content=chunks(), timeout=60)
+    assert r.status_code == 413
+    assert router.memory_info().rss - before < 30 * 1024 * 1024
+    ok = httpx.post(
+        dep.endpoint + "/v2/models/iris/infer",
+        json=[
+            dict.fromkeys(
+                ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],
+                1.0,
+            )
+        ],
+    )
+    assert ok.status_code == 200
+
+
+def test_deploy_keeps_the_replica_count_and_status_reads_both_ways(dws, versions) -> None:
+    dep = versions["good"].deploy(replicas=2)
+    versions["other"].deploy()
+    status = dep.status()
+    assert status.replicas == status["replicas"] == {"ready": 2, "desired": 2}
+    assert isinstance(status, Status)
+    assert status.to_dict()["traffic"] == {2: 100.0} and set(status) >= {"state", "rollout"}
+    assert all(r["rss_bytes"] > 0 for r in status.revisions[0]["replicas"])
+
+
+def test_an_in_memory_workspace_refuses_to_deploy(iris) -> None:
+    ws = mnb.open(":memory:")
+    v = ws.model("iris").register(lambda frame: [0] * len(frame), flavor="python")
+    with pytest.raises(mnb.InvalidArgument, match="open a file"):
+        v.deploy()
+    ws.close()
+
+
+def test_a_stale_writer_gets_a_conflict_and_changes_nothing(dws, versions) -> None:
+    dep = versions["good"].deploy()
+    old = st.read(dws, "iris")
+    dep.scale(2)
+    with pytest.raises(mnb.DeploymentConflict, match=r"changed meanwhile.*scale to 2"):
+        st.commit(dws, old, st.Change("scale to 5", replicas=5))
+    assert dep.status()["replicas"] == {"ready": 2, "desired": 2}
+    assert st.read(dws, "iris").replicas == 2
+
+
+def test_a_failed_ab_start_stops_what_it_started(dws, versions, iris) -> None:
+    crashing = dws.model("iris").register(CrashAtLoad(), flavor="python",
+                                          input_example=iris[0].head(5))  # fmt: skip
+    dep = versions["good"].deploy()
+    with pytest.raises(mnb.DeploymentError, match=r"cannot become ready|crash"):
+        crashing.deploy(strategy=mnb.ABTest(split={1: 50, crashing.number: 50}), timeout=60)
+    assert dep.status()["traffic"] == {1: 100.0}
+    wait_for(lambda: [r["revision"] for r in dep.status()["revisions"]] == [1], 60,
+             "the A/B revision to stop")  # fmt: skip
+
+
+def test_a_router_whose_workspace_is_gone_stops(tmp_path, versions) -> None:
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    ws = mnb.open(folder / "ws.duckdb")
+    v = ws.model("iris").register(versions["good"].load(), input_example=None)
+    dep = v.deploy()
+    router = psutil.Process(dep._record().admin["pid"])
+    procs = [router, *router.children(recursive=True)]
+    ws.close()
+    for p in folder.glob("ws.duckdb*"):
+        p.unlink()
+    _, alive = psutil.wait_procs(procs, timeout=60)
+    assert alive == []
