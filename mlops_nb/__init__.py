@@ -12,6 +12,11 @@ from .errors import (
     AliasNotFound,
     ArtifactError,
     ArtifactMissing,
+    ClusterConflict,
+    ClusterForbidden,
+    ClusterInvalid,
+    ClusterNotFound,
+    ClusterUnreachable,
     DeploymentConflict,
     DeploymentError,
     DeploymentNotFound,
@@ -22,6 +27,8 @@ from .errors import (
     InvalidArgument,
     InvalidMetric,
     InvalidStage,
+    KubeconfigError,
+    KubernetesError,
     MlopsError,
     ModelNotFound,
     NotAWorkspace,
@@ -32,6 +39,7 @@ from .errors import (
     PipelineRunNotFound,
     PipelineSpecError,
     PromotionRefused,
+    RolloutFailed,
     SchemaTooNew,
     StorageError,
     VersionNotFound,
@@ -47,6 +55,7 @@ if _typing.TYPE_CHECKING:  # what the lazy names below resolve to, for type chec
     from .deploy.local import Local
     from .deploy.strategies import ABTest, BlueGreen, Canary, Guard, Rolling
     from .events import Event
+    from .kube import Kubernetes
     from .monitor.core import Monitor
     from .monitor.drift import DriftReport
     from .monitor.windows import Window
@@ -65,6 +74,11 @@ __all__ = [
     "ArtifactMissing",
     "BlueGreen",
     "Canary",
+    "ClusterConflict",
+    "ClusterForbidden",
+    "ClusterInvalid",
+    "ClusterNotFound",
+    "ClusterUnreachable",
     "Deployment",
     "DeploymentConflict",
     "DeploymentError",
@@ -80,6 +94,9 @@ __all__ = [
     "InvalidArgument",
     "InvalidMetric",
     "InvalidStage",
+    "KubeconfigError",
+    "Kubernetes",
+    "KubernetesError",
     "Local",
     "MlopsError",
     "Model",
@@ -97,6 +114,7 @@ __all__ = [
     "Policy",
     "PromotionRefused",
     "Rolling",
+    "RolloutFailed",
     "SchemaTooNew",
     "Stage",
     "StorageError",
@@ -124,6 +142,7 @@ _LAZY = {
     "Deployment": "mlops_nb.deploy.core",
     "Local": "mlops_nb.deploy.local",
     "DriftReport": "mlops_nb.monitor.drift",
+    "Kubernetes": "mlops_nb.kube",
     "Monitor": "mlops_nb.monitor.core",
     "Event": "mlops_nb.events",
     "Window": "mlops_nb.monitor.windows",

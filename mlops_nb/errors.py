@@ -22,7 +22,15 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     ├── PromotionRefused             (a policy rule or role said no; not an OSError)
     ├── DeploymentError              (a deployment cannot start, change or be reached)
     │   ├── DeploymentNotFound       (+ LookupError)
-    │   └── DeploymentConflict       another writer changed the deployment first
+    │   ├── DeploymentConflict       another writer changed the deployment first
+    │   └── KubernetesError          (the cluster refused a request or cannot be reached)
+    │       ├── KubeconfigError      (+ FileNotFoundError) no kubeconfig, or no such context
+    │       ├── ClusterUnreachable   (+ ConnectionError)
+    │       ├── ClusterForbidden     (+ PermissionError) 401 / 403
+    │       ├── ClusterNotFound      (+ LookupError) 404
+    │       ├── ClusterConflict      409: another field manager, or a stale write
+    │       ├── ClusterInvalid       (+ ValueError) 422
+    │       └── RolloutFailed        progress deadline exceeded, paused, no such revision
     ├── PipelineError                (a pipeline cannot be declared, started or exported)
     │   ├── PipelineSpecError        (+ ValueError; ``line``/``column`` where known)
     │   ├── PipelineBusy             (another run holds the pipeline, policy 'refuse')
@@ -45,6 +53,11 @@ __all__ = [
     "AliasNotFound",
     "ArtifactError",
     "ArtifactMissing",
+    "ClusterConflict",
+    "ClusterForbidden",
+    "ClusterInvalid",
+    "ClusterNotFound",
+    "ClusterUnreachable",
     "DeploymentConflict",
     "DeploymentError",
     "DeploymentNotFound",
@@ -55,6 +68,8 @@ __all__ = [
     "InvalidArgument",
     "InvalidMetric",
     "InvalidStage",
+    "KubeconfigError",
+    "KubernetesError",
     "MlopsError",
     "ModelNotFound",
     "NotAWorkspace",
@@ -65,6 +80,7 @@ __all__ = [
     "PipelineRunNotFound",
     "PipelineSpecError",
     "PromotionRefused",
+    "RolloutFailed",
     "SchemaTooNew",
     "StorageError",
     "VersionNotFound",
@@ -166,6 +182,55 @@ class DeploymentError(MlopsError):
 
 class DeploymentNotFound(DeploymentError, LookupError):
     """No deployment of that name in the workspace."""
+
+
+class KubernetesError(DeploymentError):
+    """The Kubernetes API refused a request or cannot be reached.
+
+    ``status`` is the HTTP status (None when there was no answer); ``applied`` names the
+    objects of a multi-object apply that exist on the cluster, ``pending`` those that do not.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 applied: tuple[str, ...] = (), pending: tuple[str, ...] = ()) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.applied = applied
+        self.pending = pending
+
+
+class KubeconfigError(KubernetesError, FileNotFoundError):
+    """No kubeconfig to read, or it has no such context."""
+
+
+class ClusterUnreachable(KubernetesError, ConnectionError):
+    """The API server does not answer."""
+
+
+class ClusterForbidden(KubernetesError, PermissionError):
+    """The API server refused the credentials (401) or the permission (403)."""
+
+
+class ClusterNotFound(KubernetesError, LookupError):
+    """The object, its namespace or its kind does not exist on the cluster (404)."""
+
+
+class ClusterConflict(KubernetesError):
+    """409: another field manager owns a field (``manager``, ``field``), or a stale write."""
+
+    def __init__(self, message: str, *, manager: str | None = None, field: str | None = None,
+                 **kwargs: object) -> None:  # fmt: skip
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.manager = manager
+        self.field = field
+
+
+class ClusterInvalid(KubernetesError, ValueError):
+    """422: the API server found an object invalid."""
+
+
+class RolloutFailed(KubernetesError):
+    """A rollout cannot go on: progress deadline exceeded, paused, or no such revision."""
 
 
 class DeploymentConflict(DeploymentError):

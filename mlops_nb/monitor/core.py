@@ -52,6 +52,14 @@ class Monitor:
     def __repr__(self) -> str:
         return f"<Monitor {self.model}>"
 
+    def schedule(
+        self, notebook: str, every: str = "1h", *, target: Any, **options: Any
+    ) -> dict[str, Any]:
+        """Run ``notebook`` every ``every`` on ``target`` (``mnb.Kubernetes``: a CronJob)."""
+        from ..kube.cron import schedule
+
+        return schedule(notebook, target, every=every, **options)
+
     # -- catalog -------------------------------------------------------------------------
 
     def _version(self, con: duckdb.DuckDBPyConnection, version: int | str) -> int:
