@@ -63,6 +63,8 @@ class Status(Mapping[str, Any]):
     rollout: dict[str, Any] | None = None
     watch: dict[str, Any] | None = None
     message: str | None = None
+    stats: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,7 +183,8 @@ class Deployment:
         else:
             state = "healthy"
         return Status(
-            **base, state=state, revision=main["revision"] if main else None,
+            **base, stats=_stats(backend), resources=_resources(backend, observed),
+            state=state, revision=main["revision"] if main else None,
             version=main["version"] if main else None,
             replicas={"ready": ready, "desired": wanted},
             traffic={v: round(p, 1) for v, p in sorted(traffic.items())}, revisions=revs,
@@ -361,6 +364,41 @@ class Deployment:
     def flush_logs(self) -> pd.DataFrame:
         """Ingest what the replicas have spooled so far into the model's prediction log."""
         return self._ws.monitor(self.model).ingest(self._ws.spool_root)
+
+
+STATS_WINDOW = 60.0
+
+
+def _stats(backend: Backend) -> list[dict[str, Any]]:
+    """Live traffic per revision over the last minute, as the guard sees it."""
+    try:
+        traffic = backend.traffic(STATS_WINDOW)
+    except DeploymentError:
+        return []
+    return [{"revision": r.revision, "version": r.version, "requests": r.requests,
+             "rate_per_s": round(r.requests / STATS_WINDOW, 2), "error_rate": r.error_rate,
+             "client_error_rate": r.client_error_rate,
+             "no_replica": traffic.no_replica.get(r.revision, 0),
+             "p50_ms": r.p50_ms, "p95_ms": r.p95_ms, "p99_ms": r.p99_ms}
+            for r in traffic.revisions]  # fmt: skip
+
+
+def _resources(backend: Backend, observed: Any) -> list[dict[str, Any]]:
+    """CPU, memory and the payload log of every replica (what each reports of itself)."""
+    out = []
+    for rev in observed.revisions:
+        for rep in rev.replicas:
+            report = backend.replica_report(rep) or {}
+            payload = report.get("payload") or {}
+            out.append({
+                "revision": rev.revision, "replica": rep.id, "ready": rep.ready,
+                "cpu_seconds": None if rep.cpu_seconds is None else round(rep.cpu_seconds, 2),
+                "rss_mb": None if rep.rss_bytes is None else round(rep.rss_bytes / 2**20, 1),
+                "inflight": report.get("inflight"), "queue": report.get("queue"),
+                "stuck": report.get("stuck"), "logged": payload.get("written"),
+                "dropped": payload.get("dropped") or {},
+            })  # fmt: skip
+    return out
 
 
 def _check_replicas(replicas: object) -> int:

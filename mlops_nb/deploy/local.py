@@ -250,6 +250,14 @@ class LocalBackend(Backend):
         tail = logs[-1].read_text(errors="replace")[-600:]
         return f"replica log {logs[-1]}: {tail}"
 
+    def replica_report(self, replica: ReplicaStatus) -> dict[str, Any] | None:
+        """The replica's ``/v2/health/stats``: payload log counts and drops, queue, process."""
+        try:
+            r = httpx.get(f"http://127.0.0.1:{replica.detail['port']}/v2/health/stats", timeout=1.0)
+            return dict(r.json()) if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+
     def load_error(self, revision: int) -> str | None:
         """A definite load failure (not just "still starting")."""
         why = self.explain(revision)

@@ -3,7 +3,8 @@
 One router process per deployment listens on 127.0.0.1. It starts the replica processes
 (``python -m mlops_nb.serve``) that its configuration asks for, health-checks them every
 ``CHECK_EVERY`` seconds, restarts any that die (with exponential backoff; a replica that
-keeps dying before it gets ready is reported as ``crash_loop``), and routes ``/v2/...``:
+keeps dying before it gets ready is reported as ``crash_loop``; one that served, then stays
+unready for ``REPLACE_UNREADY_AFTER`` seconds, stuck, is replaced), and routes ``/v2/...``:
 
 - by weight across revisions (canary, rolling, blue-green: a switch is one assignment);
 - or, with a routing key (``header:x-user-id``), by a stable hash of the key (A/B);
@@ -57,6 +58,8 @@ MAX_BODY = 10 * 1024 * 1024
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 CRASH_LOOP_AFTER = 3  # deaths in a row before ready
 WORKSPACE_CHECK_EVERY = 5.0
+# A replica that served, then stays unready this long (stuck predictions) is replaced.
+REPLACE_UNREADY_AFTER = 30.0
 
 
 def free_port() -> int:
@@ -76,6 +79,7 @@ class Replica:
     inflight: int = 0
     started_at: float = field(default_factory=time.monotonic)
     draining_since: float | None = None
+    unready_since: float | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"port": self.port, "pid": self.proc.pid, "ready": self.ready,
@@ -209,6 +213,14 @@ class Router:
         results = await asyncio.gather(*(self._ready(rep) for rep in checks))
         for rep, ok in zip(checks, results, strict=True):
             rep.ready = ok
+            since = rep.unready_since = None if ok else (rep.unready_since or now)
+            if rep.was_ready and since is not None and now - since > REPLACE_UNREADY_AFTER:
+                # Alive but not ready for long (a stuck prediction): replace it.
+                log.warning("replica r%s port %s unready for %.0fs; replacing it", rep.revision,
+                            rep.port, now - since)  # fmt: skip
+                rep.unready_since = None
+                await asyncio.get_running_loop().run_in_executor(None, _stop, rep.proc, 5.0)
+                continue
             if ok and not rep.was_ready:
                 rep.was_ready = True
                 self.health.setdefault(rep.revision, Health()).deaths_before_ready = 0

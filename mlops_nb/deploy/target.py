@@ -196,6 +196,10 @@ class Backend(ABC):
         """Why a revision cannot become ready (a load error, a log tail), if known."""
         return None
 
+    def replica_report(self, replica: ReplicaStatus) -> dict[str, Any] | None:
+        """What a replica says of itself (payload log, queue, process), if it can be asked."""
+        return None
+
     def load_error(self, revision: int) -> str | None:
         """A definite failure to load (a corrupt artifact): waiting will not help."""
         return None

@@ -374,6 +374,16 @@ def test_deploy_keeps_the_replica_count_and_status_reads_both_ways(dws, versions
     assert isinstance(status, Status)
     assert status.to_dict()["traffic"] == {2: 100.0} and set(status) >= {"state", "rollout"}
     assert all(r["rss_bytes"] > 0 for r in status.revisions[0]["replicas"])
+    body = [dict.fromkeys(["sepal length (cm)", "sepal width (cm)", "petal length (cm)",
+                           "petal width (cm)"], 1.0)]  # fmt: skip
+    with httpx.Client(timeout=10) as client:
+        for _ in range(10):
+            assert client.post(dep.endpoint + "/v2/models/iris/infer", json=body).status_code == 200
+    status = dep.status()
+    assert [(s["revision"], s["requests"], s["error_rate"]) for s in status.stats] == [(2, 10, 0.0)]
+    assert len(status.resources) == 2
+    assert all(r["rss_mb"] > 0 and r["stuck"] is False and r["dropped"] == {}
+               for r in status.resources)  # fmt: skip
 
 
 def test_an_in_memory_workspace_refuses_to_deploy(iris) -> None:
