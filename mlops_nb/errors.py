@@ -263,7 +263,7 @@ class NotebookFailed(MlopsError):
 
     ``ename`` and ``evalue`` are the cell's exception type and message."""
 
-    def __init__(self, message: str, ename: str, evalue: str) -> None:
+    def __init__(self, message: str, ename: str = "", evalue: str = "") -> None:
         super().__init__(message)
         self.ename = ename
         self.evalue = evalue

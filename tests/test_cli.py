@@ -14,12 +14,12 @@ import mlops_nb as mnb
 CLI = shutil.which("mlops-nb", path=str(Path(__file__).resolve().parents[1] / ".venv" / "bin"))
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     exe = CLI or shutil.which("mlops-nb")
     assert exe, "the mlops-nb entry point is not installed"
     env = {**os.environ, "MLOPS_NB_USER": "cli-user"}
     return subprocess.run(
-        [exe, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+        [exe, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
 
 
@@ -61,8 +61,17 @@ def test_errors_are_one_line_with_status_1(populated: Path) -> None:
     assert out.returncode == 1 and "not a DuckDB database" in out.stderr
 
 
+@pytest.mark.timeout(700)
 def test_demo(tmp_path: Path) -> None:
-    out = run("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path)
+    from tests.deploy.conftest import leftovers
+
+    try:
+        out = run("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path, timeout=600)
+    finally:
+        left = leftovers(tmp_path, timeout=30)  # its deployment is deleted, even on failure
+        for p in left:
+            p.kill()
+    assert not left, [p.cmdline() for p in left]
     assert out.returncode == 0, out.stderr
     assert "promoted <ModelVersion cancer v2 production>" in out.stdout
     with mnb.open(tmp_path / "demo" / "mlops.duckdb") as ws:
