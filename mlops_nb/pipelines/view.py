@@ -6,9 +6,11 @@ log pane) refreshed by a thread until the run finishes.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..errors import WorkspaceError
 from . import render
 
 if TYPE_CHECKING:
@@ -66,8 +68,10 @@ class RunView:
         if not draw():
 
             def refresh() -> None:
-                while not draw():
-                    threading.Event().wait(1.0)
+                # Follows the run until it ends, or until its workspace is closed.
+                with contextlib.suppress(WorkspaceError):
+                    while not draw():
+                        threading.Event().wait(1.0)
 
             threading.Thread(target=refresh, daemon=True, name="mlops-nb-run-view").start()
         return box

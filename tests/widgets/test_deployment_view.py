@@ -32,7 +32,8 @@ def test_canary_controls_rollback_and_timer(dws: mnb.Workspace, versions: Any, i
     versions["other"].deploy(strategy=mnb.Canary(steps=[50], pause=None))
     wait_for(lambda: dep.status()["traffic"] == {1: 50.0, 2: 50.0}, 120, "canary at 50%")
     wait_for(lambda: not v.promote_button.disabled, 30, "the view to see the canary")
-    assert "canary" in v._html["summary"] and "weight 50%" in v._html["summary"]
+    wait_for(lambda: "weight 50%" in v._html["summary"], 30, "the view to see its first step")
+    assert "canary" in v._html["summary"]
     assert v._html["traffic"].startswith("<svg")
 
     _click(v, v.pause_button)

@@ -29,7 +29,7 @@ def test_volume_latency_errors_quality_per_version(registry: mnb.Workspace, iris
     X, y = iris_xy
     _log(registry, X, y, 1, 120, seed=1, labels=40)
     _log(registry, X, y, 2, 80, seed=2, labels=0)
-    v = registry.monitor("iris").view(bucket="1h", over="last 24h")
+    v = registry.monitor("iris").view(bucket="1h", window="last 24h")
     summary = totals(v.frame).set_index("version")
     assert summary.loc["v1", "requests"] == 120 and summary.loc["v2", "requests"] == 80
     assert summary.loc["v1", "labelled"] == 40 and summary.loc["v2", "labelled"] == 0
