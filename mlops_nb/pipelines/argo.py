@@ -208,11 +208,15 @@ def _api_client(target: Any) -> Any:
 
     if isinstance(target, client.ApiClient):
         return target
+    context = None
     if target is not None and hasattr(target, "api_client"):
         found = target.api_client
-        return found() if callable(found) else found
+        if found is not None:
+            return found() if callable(found) else found
+        # A Kubernetes target without a client of its own: its kubeconfig and context.
+        target, context = getattr(target, "kubeconfig", None), getattr(target, "context", None)
     try:
-        return config.new_client_from_config(config_file=target)
+        return config.new_client_from_config(config_file=target, context=context)
     except config.ConfigException as e:
         raise PipelineError(f"no Kubernetes configuration ({e}); pass target= an ApiClient, a "
                             "kubeconfig path, or set KUBECONFIG") from e  # fmt: skip
