@@ -112,7 +112,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     X, y = load_iris(return_X_y=True, as_frame=True)
     with tempfile.TemporaryDirectory() as tmp:
-        ws = mnb.open(Path(tmp) / "bench.duckdb")
+        ws = mnb.open(Path(tmp) / "bench.duckdb", create=True)
         v = ws.model("iris").register(LogisticRegression(max_iter=500).fit(X, y),
                                       input_example=X[:5])  # fmt: skip
         log("deploy to first 200")
