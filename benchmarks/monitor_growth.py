@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,10 @@ def child_log(args: argparse.Namespace) -> dict[str, Any]:
         log_rates.append(BATCH / (time.perf_counter() - t))
         # The baseline writes the same table log() writes, built untimed.
         now = pd.Timestamp.now(tz="UTC")
+        prefix = uuid.uuid4().hex[:20]
         table = pa.table({
-            "id": pa.array([f"{i}-{j}" for j in range(BATCH)]),
+            # Ids as log() makes them: a 20-hex-digit prefix per call, then the row number.
+            "id": pa.array([f"{prefix}-{j}" for j in range(BATCH)]),
             "timestamp": pa.array(np.full(BATCH, np.datetime64(now.tz_localize(None), "us")),
                                   pa.timestamp("us", tz="UTC")),
             "prediction": pa.array(pred), "confidence": pa.array(conf),

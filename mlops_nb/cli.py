@@ -295,18 +295,32 @@ def _has_module(name: str) -> bool:
     show_default=True,
     help="Micro-batch concurrent requests into one predict.",
 )
+@click.option("--workers", type=int, default=None, help="Threads that run predictions [2].")
+@click.option("--max-queue", type=int, default=None,
+              help="Requests waiting for a worker before 503 + Retry-After [256].")  # fmt: skip
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Seconds a request may wait for its prediction before 504 [60].")  # fmt: skip
+@click.option("--stuck-after", "stuck_after_s", type=float, default=None,
+              help="Report not ready while a prediction runs longer than this [30 s].")  # fmt: skip
+@click.option("--max-body", "max_body_bytes", type=int, default=None,
+              help="Largest request body in bytes; larger ones get 413 [10 MiB].")  # fmt: skip
+@click.option("--log-required", is_flag=True, default=False,
+              help="Answer 503 instead of serving unlogged while the spool fails.")  # fmt: skip
 @click.pass_context
 def serve(
-    ctx: click.Context, model: str, version: str, host: str, port: int, spool: bool,
-    batching: bool,
+    ctx: click.Context, /, model: str, version: str, host: str, port: int, spool: bool,
+    batching: bool, log_required: bool, **limits: Any,
 ) -> None:  # fmt: skip
     """Serve one model version over the Open Inference Protocol (V2), in the foreground."""
+    from .deploy.options import check_server
     from .serve.__main__ import serve as run_server
     from .serve.spec import ServeSpec
 
+    given = {k: v for k, v in limits.items() if v is not None}
+    options = check_server({**given, "batching": batching, "log_required": log_required})
     with _ws(ctx) as ws:
         v = ws.model(model).version(version)
-        spec = ServeSpec.of(v, spool=str(ws.spool_root) if spool else None, batching=batching)
+        spec = ServeSpec.of(v, spool=str(ws.spool_root) if spool else None, **options)
     click.echo(f"serving {spec.model} v{spec.version} on http://{host}:{port}", err=True)
     run_server(spec, host, port)
 

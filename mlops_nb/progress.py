@@ -88,6 +88,36 @@ def _bar(chosen: str, **kwargs: Any) -> Any:
     return text_tqdm(file=sys.stderr, **kwargs)
 
 
+class Bar:
+    """A bar moved to a position (a rollout's weight), drawn once ``delay`` seconds have
+    passed (quick waits leave nothing behind); nothing at all when progress is off.
+
+    >>> bar = Bar(total=100, desc="rollout")  # piped: off
+    >>> bar.move(50, "progressing"); bar.close()
+    """
+
+    def __init__(self, *, total: float, desc: str, unit: str = "%", delay: float = DELAY) -> None:
+        self._mode = mode()
+        self._kwargs = {"total": total, "desc": desc, "unit": unit}
+        self._show_at = time.monotonic() + delay
+        self._bar: Any = None
+
+    def move(self, position: float, text: str = "") -> None:
+        if self._mode == "off":
+            return
+        if self._bar is None:
+            if time.monotonic() < self._show_at:
+                return
+            self._bar = _bar(self._mode, delay=0.0, **self._kwargs)
+        self._bar.n = min(position, self._bar.total)
+        self._bar.set_postfix_str(text, refresh=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 def wait_until(
     done: Callable[[], tuple[bool, float, str]],
     *,
@@ -95,44 +125,42 @@ def wait_until(
     desc: str = "waiting",
     timeout: float = 120.0,
     poll: float = 0.25,
+    delay: float = 0.0,
 ) -> bool:
     """Poll ``done()`` -> (finished, position out of ``total``, status text) with a bar.
 
     Returns True when finished, False at the timeout. Used for waits that have no
     iterable, such as a canary moving from weight to weight.
     """
-    chosen = mode()
-    bar = None if chosen == "off" else _bar(chosen, total=total, desc=desc, unit="%", delay=0.0)
+    bar = Bar(total=total, desc=desc, delay=delay)
     deadline = time.monotonic() + timeout
     try:
         while True:
             finished, position, text = done()
-            if bar is not None:
-                bar.n = min(position, total)
-                bar.set_postfix_str(text, refresh=True)
+            bar.move(position, text)
             if finished:
                 return True
             if time.monotonic() >= deadline:
                 return False
             time.sleep(poll)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def watch_rollout(dep: Any, timeout: float = 120.0) -> Any:
-    """Wait for ``dep``'s rollout with a bar of its traffic weight, then ``dep.wait()``.
+    """Wait for ``dep``'s rollout with a bar of its traffic weight, then ``dep.wait()``
+    (which raises if the rollout failed).
 
     Reads only ``dep.status()["rollout"]`` (strategy, weight, phase, message).
     """
-    ended = ("done", "rolled_back", "failed")
+    from .deploy.state import TERMINAL
 
     def done() -> tuple[bool, float, str]:
         rollout = dep.status()["rollout"]
         if not rollout:
             return True, 100.0, "no rollout"
         r = dict(rollout)
-        return r.get("phase") in ended, float(r.get("weight") or 0), str(r.get("phase"))
+        return r.get("phase") in TERMINAL, float(r.get("weight") or 0), str(r.get("phase"))
 
     wait_until(done, desc=f"rollout {dep.name}", timeout=timeout)
     return dep.wait(timeout=timeout)

@@ -627,16 +627,19 @@ class ModelVersion:
         strategy: Any = None,
         name: str | None = None,
         timeout: float = 120.0,
+        server: dict[str, Any] | None = None,
     ) -> Deployment:
         """Serve this version: a new deployment (named after the model unless ``name``),
         or a new revision of the existing one, rolled out by ``strategy`` (default
         :class:`mlops_nb.Rolling`) on ``target`` (``"local"``, :class:`mlops_nb.Local` or
         :class:`mlops_nb.Kubernetes`). ``replicas`` defaults to the deployment's current
-        count (1 for a new one). See :mod:`mlops_nb.deploy.core`."""
+        count (1 for a new one); ``server`` sets model server options such as
+        ``{"workers": 4, "timeout_s": 10}`` (see :mod:`mlops_nb.deploy.options`). See
+        :mod:`mlops_nb.deploy.core`."""
         from .deploy.core import deploy
 
         return deploy(self, target=target, replicas=replicas, strategy=strategy, name=name,
-                      timeout=timeout)  # fmt: skip
+                      timeout=timeout, server=server)  # fmt: skip
 
     def approvals(self) -> pd.DataFrame:
         return self._ws._store.query_df(

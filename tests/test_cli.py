@@ -77,3 +77,51 @@ def test_demo(tmp_path: Path) -> None:
     with mnb.open(tmp_path / "demo" / "mlops.duckdb") as ws:
         assert ws.model("cancer").version("@champion").stage == "production"
         assert len(ws.model("cancer").versions()) == 2
+
+
+def test_serve_takes_the_server_options(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    with mnb.open(tmp_path / "mlops.duckdb") as ws:
+        ws.model("iris").register(LogisticRegression(max_iter=500).fit(X, y), input_example=X[:5])
+    bad = run("serve", "--model", "iris", "--version", "1", "--workers", "0", cwd=tmp_path)
+    assert bad.returncode == 1 and "server option 'workers'" in bad.stderr, bad.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = CLI or shutil.which("mlops-nb")
+    assert exe
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [exe, "serve", "--model", "iris", "--version", "1", "--port", str(port),
+             "--no-spool", "--workers", "3", "--timeout", "5", "--stuck-after", "2"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(url + "/v2/health/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not get ready"
+            time.sleep(0.1)
+        stats = httpx.get(url + "/v2/health/stats", timeout=10).json()
+        assert stats["workers"] == 3
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -103,12 +103,6 @@ def _spec(desired: DesiredState, revision: int) -> RevisionSpec:
     return spec
 
 
-def _set(desired: DesiredState, revisions: list[RevisionSpec], routing: str | None = None,
-         key: Any = False) -> DesiredState:  # fmt: skip
-    return DesiredState(desired.name, desired.model, tuple(revisions),
-                        routing or desired.routing, desired.key if key is False else key)  # fmt: skip
-
-
 def _weighted(spec: RevisionSpec, **changes: int) -> RevisionSpec:
     data = spec.to_dict()
     data.update(changes)
@@ -242,7 +236,7 @@ class Controller:
         revisions.append(_weighted(new, replicas=count, weight=new.replicas))
         r2 = {**r, "step": count, "message": f"{new.replicas} of {target} new replica(s) ready",
               "deadline": now + float(r["timeout"])}  # fmt: skip
-        return st.Change(f"rolling: replica {count} of {target}", desired=_set(rec.desired, revisions),
+        return st.Change(f"rolling: replica {count} of {target}", desired=rec.desired.with_revisions(revisions),
                          rollout=r2)  # fmt: skip
 
     def _progressive(self, rec: st.Record, r: dict[str, Any], obs: Observed, backend: Backend,
@@ -355,7 +349,7 @@ class Controller:
         if weight == 100 and r.get("bake_s"):
             r2.update(phase="baking", bake_until=now + float(r["bake_s"]),
                       message=f"100% on v{r['version']}; baking for {r['bake_s']:g}s")  # fmt: skip
-        desired = _set(rec.desired, revisions)
+        desired = rec.desired.with_revisions(revisions)
         return st.Change(f"{r['kind']}: step {step} at {weight}%", desired=desired, rollout=r2)
 
     def _finish(self, rec: st.Record, r: dict[str, Any]) -> st.Change:
@@ -364,7 +358,7 @@ class Controller:
         r2 = {**r, "phase": "succeeded", "weight": 100, "ended": time.time(), "starting": [],
               "message": f"v{new.version} takes all traffic"}  # fmt: skip
         change = st.Change(f"{r['kind']}: v{new.version} takes all traffic",
-                           desired=_set(rec.desired, [keep]), rollout=r2,
+                           desired=rec.desired.with_revisions([keep]), rollout=r2,
                            replicas=int(r["replicas"]))  # fmt: skip
         old_status = "rolled_back" if r.get("rollback_from") is not None else "superseded"
         for spec in rec.desired.revisions:
@@ -387,8 +381,9 @@ class Controller:
         r2 = {**r, "phase": "succeeded", "ended": time.time(), "starting": [],
               "message": "A/B split " + ", ".join(f"r{k}: {v}" for k, v in split.items())}  # fmt: skip
         change = st.Change("abtest: split applied", rollout=r2, replicas=int(r["replicas"]),
-                           desired=_set(rec.desired, revisions, "ab" if r.get("key") else "weighted",
-                                        r.get("key")))  # fmt: skip
+                           desired=rec.desired.with_revisions(
+                               revisions, routing="ab" if r.get("key") else "weighted",
+                               key=r.get("key")))  # fmt: skip
         for spec in rec.desired.revisions:
             if spec.revision in split:
                 change.revisions.append((spec.revision, "active", None, True))

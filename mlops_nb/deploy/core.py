@@ -17,6 +17,8 @@ splits traffic between versions by weight, sticky on a request header.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import query
+from .. import progress, query
 from ..errors import DeploymentConflict, DeploymentError, InvalidArgument
 from . import controller, rollout
 from . import state as st
 from .local import Local
+from .options import check_server
 from .strategies import ABTest, BlueGreen, Canary, Guard, Rolling, Strategy
 from .target import Backend, DesiredState, RevisionSpec, Target, backend_for
 
@@ -83,6 +86,8 @@ class Status(Mapping[str, Any]):
 
 # Longer than the store's linger, so a waiting kernel leaves the file to the controller.
 POLL = 0.3
+READY_POLL = 0.05  # replicas coming up: see the first ready one at once
+LOAD_CHECK_EVERY = 0.5
 ROLLOUT_KEYS = ("id", "kind", "phase", "revision", "version", "step", "weight", "paused",
                 "message", "reason")  # fmt: skip
 
@@ -163,7 +168,8 @@ class Deployment:
             revs.append({"revision": o.revision, "version": o.version,
                          "weight": spec.weight if spec else 0, "ready": o.ready,
                          "desired": o.desired, "restarts": o.restarts,
-                         "crash_loop": o.crash_loop, "message": o.message,
+                         "crash_loop": o.crash_loop, "backoff_s": o.backoff_s,
+                         "message": o.message,
                          "replicas": [{"id": p.id, "ready": p.ready, "alive": p.alive,
                                        "cpu_seconds": p.cpu_seconds, "rss_bytes": p.rss_bytes,
                                        **p.detail} for p in o.replicas]})  # fmt: skip
@@ -219,21 +225,28 @@ class Deployment:
     def wait(self, timeout: float | None = None) -> Deployment:
         """Block until the rollout in progress ends (from any process); raise if it failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            rec = self._record()
-            r = rec.rollout
-            if r is None or r.get("phase") in st.TERMINAL or rec.status == "deleted":
-                if r is not None and r.get("phase") == "failed":
+        # A bar of the new revision's traffic weight, in notebooks and terminals.
+        bar = progress.Bar(total=100, desc=f"rollout {self.name}")
+        try:
+            while True:
+                rec = self._record()
+                r = rec.rollout
+                if r is None or r.get("phase") in st.TERMINAL or rec.status == "deleted":
+                    if r is not None and r.get("phase") == "failed":
+                        raise DeploymentError(
+                            f"rollout r{r.get('revision')} of {self.name} {r['message']}"
+                        )
+                    return self
+                bar.move(float(r.get("weight") or 0), str(r.get("phase")))
+                controller.ensure(self._ws, self.name)
+                if deadline is not None and time.monotonic() > deadline:
                     raise DeploymentError(
-                        f"rollout r{r.get('revision')} of {self.name} {r['message']}"
+                        f"rollout of {self.name} still {r.get('phase')} after {timeout}s: "
+                        f"{r.get('message')}"
                     )
-                return self
-            controller.ensure(self._ws, self.name)
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeploymentError(
-                    f"rollout of {self.name} still {r.get('phase')} after {timeout}s: {r.get('message')}"
-                )
-            time.sleep(POLL)
+                time.sleep(POLL)
+        finally:
+            bar.close()
 
     def _steer(self, why: str, edit: dict[str, Any]) -> Deployment:
         """Change the rollout in progress; re-read and retry when the controller wrote first."""
@@ -274,8 +287,7 @@ class Deployment:
                                   "scale once it has ended (dep.wait())")  # fmt: skip
         revisions = [RevisionSpec(**{**s.to_dict(), "replicas": replicas}) if s.weight > 0
                      else s for s in rec.desired.revisions]  # fmt: skip
-        desired = DesiredState(rec.name, rec.model, tuple(revisions), rec.desired.routing,
-                               rec.desired.key)  # fmt: skip
+        desired = rec.desired.with_revisions(revisions)
         change = st.Change(f"scale to {replicas} by {self._ws.actor()}", desired=desired,
                            replicas=replicas)  # fmt: skip
         change.audit.append(("scale", None, str(rec.replicas), str(replicas), None, {}))
@@ -408,7 +420,10 @@ def _check_replicas(replicas: object) -> int:
 
 
 def _wait_ready(backend: Backend, revisions: list[int], count: int, timeout: float) -> None:
+    """Until every revision has ``count`` ready replicas; a crash loop or a load error
+    (asked for less often: it costs the target more) fails at once."""
     deadline = time.monotonic() + timeout
+    next_load_check = time.monotonic() + LOAD_CHECK_EVERY
     while time.monotonic() < deadline:
         observed = backend.observe()
         if all(observed.ready(r) >= count for r in revisions):
@@ -417,10 +432,13 @@ def _wait_ready(backend: Backend, revisions: list[int], count: int, timeout: flo
             status = observed.revision(r)
             if status is not None and status.crash_loop:
                 raise DeploymentError(f"revision {r} cannot become ready: {status.message}")
-            error = backend.load_error(r)
-            if error:
-                raise DeploymentError(f"revision {r} cannot become ready: {error}")
-        time.sleep(0.05)
+        if time.monotonic() >= next_load_check:
+            next_load_check = time.monotonic() + LOAD_CHECK_EVERY
+            for r in revisions:
+                error = backend.load_error(r)
+                if error:
+                    raise DeploymentError(f"revision {r} cannot become ready: {error}")
+        time.sleep(READY_POLL)
     why = "; ".join(filter(None, (backend.explain(r) for r in revisions))) or "no ready replica"
     raise DeploymentError(f"revision(s) {revisions} did not get {count} ready replica(s) within "
                           f"{timeout:g}s: {why}")  # fmt: skip
@@ -439,15 +457,21 @@ def _target(target: str | Target) -> Target:
 def deploy(
     v: ModelVersion, *, target: str | Target = "local", replicas: int | None = None,
     strategy: Strategy | None = None, name: str | None = None, timeout: float = 120.0,
+    server: dict[str, Any] | None = None,
 ) -> Deployment:  # fmt: skip
     """Serve a version: a new deployment, or a new revision of an existing one.
 
     Rolling, blue-green and A/B rollouts return once done (or raise, with everything they
     started stopped and the reason recorded); a canary returns once its first step serves,
     and goes on without this kernel (``dep.wait()`` to block).
+
+    ``server`` sets the model server's options for the deployment's replicas from now on
+    (``{"workers": 4, "timeout_s": 10, "stuck_after_s": 20}``; the list is
+    ``mlops_nb.deploy.options.SERVER_OPTIONS``); without it a deployment keeps its own.
     """
     if replicas is not None:
         _check_replicas(replicas)
+    options = None if server is None else check_server(server)
     strategy = strategy if strategy is not None else Rolling()
     if not isinstance(strategy, Rolling | BlueGreen | Canary | ABTest):
         raise InvalidArgument(
@@ -467,7 +491,7 @@ def deploy(
             raise InvalidArgument(
                 "an A/B test needs a running deployment; deploy one version first"
             )
-        return _create(dep, v, _target(target), replicas or 1, timeout)
+        return _create(dep, v, _target(target), replicas or 1, timeout, options or {})
     rec = dep._record()
     if rec.status == "starting":
         raise DeploymentConflict(
@@ -490,6 +514,8 @@ def deploy(
             f"ws.deployment({dep.name!r}).delete(), then deploy again"
         )
     change = rollout.start(ws, rec, v, strategy, replicas or rec.replicas, timeout)
+    if options is not None and change.desired is not None:
+        change.desired = dataclasses.replace(change.desired, server=options)
     new = st.commit(ws, rec, change)
     backend.apply(new.desired, new.generation)
     controller.ensure(ws, dep.name)
@@ -513,7 +539,7 @@ def _wait_first_step(dep: Deployment, timeout: float) -> None:
 
 
 def _create(dep: Deployment, v: ModelVersion, target: Target, replicas: int,
-            timeout: float) -> Deployment:  # fmt: skip
+            timeout: float, server: dict[str, Any]) -> Deployment:  # fmt: skip
     """A new deployment: claim the name, start the endpoint, serve revision 1."""
     ws = dep._ws
     target.check(ws)
@@ -532,7 +558,7 @@ def _create(dep: Deployment, v: ModelVersion, target: Target, replicas: int,
             "INSERT INTO deployments (name, model, target, endpoint, pid, admin, replicas, status, "
             "config, created_at, updated_at, generation, changed) VALUES "
             "(?, ?, ?, NULL, NULL, NULL, ?, 'starting', ?, ?, ?, ?, ?)",
-            [dep.name, v.model, target.kind, replicas, _json(empty.to_dict()), now, now,
+            [dep.name, v.model, target.kind, replicas, json.dumps(empty.to_dict()), now, now,
              generation, f"created by {ws.actor()}"],
         )  # fmt: skip
 
@@ -543,7 +569,7 @@ def _create(dep: Deployment, v: ModelVersion, target: Target, replicas: int,
         rec = dep._record()
         revision = st.next_revision(ws, dep.name)
         spec = rollout.spec_of(v, revision, replicas, 100)
-        desired = DesiredState(dep.name, v.model, (spec,))
+        desired = DesiredState(dep.name, v.model, (spec,), server=server)
         change = st.Change("create", desired=desired, endpoint=backend.endpoint,
                            admin=backend.record())  # fmt: skip
         change.new_revisions.append(
@@ -577,12 +603,6 @@ def _create(dep: Deployment, v: ModelVersion, target: Target, replicas: int,
     return dep
 
 
-def _json(data: Any) -> str:
-    import json
-
-    return json.dumps(data)
-
-
 def deployments(ws: Workspace) -> pd.DataFrame:
     rows = ws._store.query_df(
         "SELECT name, model, target, endpoint, replicas, status, config, updated_at "
@@ -591,8 +611,6 @@ def deployments(ws: Workspace) -> pd.DataFrame:
     states: list[str] = []
     versions: list[str] = []
     for rec in rows.to_dict("records"):
-        import json
-
         config = json.loads(rec["config"])
         serving = sorted({e["version"] for e in config.get("revisions", []) if e["weight"] > 0})
         versions.append(", ".join(f"v{n}" for n in serving))

@@ -12,6 +12,7 @@ Local(flush_seconds=2.0)
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -28,6 +29,7 @@ import psutil
 
 from ..errors import DeploymentError, InvalidArgument
 from ..serve.spec import ServeSpec
+from .options import REPLACE_UNREADY_AFTER, spec_options
 from .router import free_port
 from .target import (
     Backend,
@@ -176,24 +178,29 @@ class LocalBackend(Backend):
             raise DeploymentError(f"router refused {method} {path}: {r.status_code} {r.text}")
         return r.json()
 
-    def _spec_path(self, model: str, version: int) -> Path:
-        path = self.state_dir / f"spec-v{version}.json"
+    def _spec_path(self, model: str, version: int, server: dict[str, Any]) -> Path:
+        options = {"flush_seconds": self.target.flush_seconds, **spec_options(server)}
+        # One file per version and options: replicas started later keep theirs.
+        tag = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
+        path = self.state_dir / f"spec-v{version}-{tag}.json"
         if not path.exists():
             v = self._ws.model(model).version(version)
-            spec = ServeSpec.of(v, spool=str(self._ws.spool_root),
-                                flush_seconds=self.target.flush_seconds)  # fmt: skip
-            spec.write(path)
+            ServeSpec.of(v, spool=str(self._ws.spool_root), **options).write(path)
         return path
 
     def apply(self, desired: DesiredState, generation: int = 0) -> None:
         revisions = [
             {"revision": r.revision, "version": r.version, "replicas": r.replicas,
              "weight": r.weight, "digest": r.digest,
-             "spec": str(self._spec_path(desired.model, r.version))}
+             "spec": str(self._spec_path(desired.model, r.version, desired.server))}
             for r in desired.revisions
         ]  # fmt: skip
+        server = desired.server
         config = {"model": desired.model, "generation": generation, "revisions": revisions,
-                  "routing": {"mode": desired.routing, "key": desired.key}}  # fmt: skip
+                  "routing": {"mode": desired.routing, "key": desired.key},
+                  "replace_unready_after_s": server.get("replace_unready_after_s",
+                                                        REPLACE_UNREADY_AFTER),
+                  "max_body_bytes": server.get("max_body_bytes", ServeSpec.max_body_bytes)}  # fmt: skip
         # A newer state applied already must not be replaced by an older one.
         with contextlib.suppress(_Superseded):
             self._request("PUT", "/_mlops/config", content=json.dumps(config))
@@ -212,6 +219,7 @@ class LocalBackend(Backend):
                 message=(f"crash loop: replicas exit ({r['last_exit']}) before ready"
                          if r["crash_loop"] else None),
                 replicas=tuple(_replica(p) for p in r["replicas"]),
+                backoff_s=r.get("backoff_s"),
             )
             for r in state["revisions"]
         )  # fmt: skip
@@ -229,26 +237,27 @@ class LocalBackend(Backend):
         return Traffic(window_s=window_s, revisions=revisions, no_replica=misses)
 
     def explain(self, revision: int) -> str | None:
-        """A replica's load error (from its ready probe) or the tail of its log."""
-        try:
-            state = self._request("GET", "/_mlops/state")
-        except DeploymentError:
-            return None
-        for rev in state["revisions"]:
-            if rev["revision"] != revision:
-                continue
-            for rep in rev["replicas"]:
-                if rep["ready"] or not rep["alive"]:
-                    continue
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    r = httpx.get(f"http://127.0.0.1:{rep['port']}/v2/health/ready", timeout=0.5)
-                    if r.status_code == 503 and r.json().get("error"):
-                        return f"the model server says: {r.json()['error']}"
+        """What a not-ready replica's last probe said, or the tail of its log."""
+        reasons = self._probe_says(revision)
+        if reasons:
+            return f"the model server says: {reasons[0][0]}"
         logs = sorted(self.state_dir.glob(f"replica-r{revision}-*.log"))
         if not logs:
             return None
         tail = logs[-1].read_text(errors="replace")[-600:]
         return f"replica log {logs[-1]}: {tail}"
+
+    def _probe_says(self, revision: int) -> list[tuple[str, str | None]]:
+        """(reason, load error) of the revision's alive, not-ready replicas, from the
+        router's last ready probe of each."""
+        try:
+            state = self._request("GET", "/_mlops/state")
+        except DeploymentError:
+            return []
+        return [(rep["reason"], rep.get("load_error"))
+                for rev in state["revisions"] if rev["revision"] == revision
+                for rep in rev["replicas"]
+                if rep.get("reason") and rep["alive"] and not rep["ready"]]  # fmt: skip
 
     def replica_report(self, replica: ReplicaStatus) -> dict[str, Any] | None:
         """The replica's ``/v2/health/stats``: payload log counts and drops, queue, process."""
@@ -260,8 +269,8 @@ class LocalBackend(Backend):
 
     def load_error(self, revision: int) -> str | None:
         """A definite load failure (not just "still starting")."""
-        why = self.explain(revision)
-        return why if why and why.startswith("the model server says") else None
+        errors = [load for _, load in self._probe_says(revision) if load]
+        return f"the model server says: {errors[0]}" if errors else None
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the router (it stops its replicas), then kill what is left: only if the

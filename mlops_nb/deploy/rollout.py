@@ -65,7 +65,7 @@ def start(
         frm = rec.desired.revision(rollback_from)
         rollout["rollback_from_version"] = frm.version if frm else None
     change = st.Change(f"{kind} of v{new.version} started by {ws.actor()}", rollout=rollout,
-                       desired=st_desired(rec, [*rec.desired.revisions, new]))  # fmt: skip
+                       desired=rec.desired.with_revisions([*rec.desired.revisions, new]))  # fmt: skip
     change.new_revisions.append((revision, new.version, new.digest, kind,
                                  "canary" if kind == "canary" else "starting", note))  # fmt: skip
     if rollback_from is None:  # a rollback is audited when it completes
@@ -73,12 +73,6 @@ def start(
                              {"strategy": kind}))  # fmt: skip
         change.events.append(("deployed", new.version, {"revision": revision, "strategy": kind}))
     return change
-
-
-def st_desired(rec: st.Record, revisions: list[RevisionSpec]) -> Any:
-    from .target import DesiredState
-
-    return DesiredState(rec.name, rec.model, tuple(revisions), rec.desired.routing, rec.desired.key)
 
 
 def _ab(ws: Workspace, rec: st.Record, ab: ABTest, replicas: int, timeout: float) -> st.Change:
@@ -100,7 +94,7 @@ def _ab(ws: Workspace, rec: st.Record, ab: ABTest, replicas: int, timeout: float
                                          "starting", None))  # fmt: skip
             revision += 1
         split[str(existing.revision)] = weight
-    change.desired = st_desired(rec, specs)
+    change.desired = rec.desired.with_revisions(specs)
     change.rollout = {
         "id": new[0] if new else revision, "kind": "abtest", "strategy": to_dict(ab),
         "phase": "starting", "split": split, "key": ab.key, "replicas": replicas,

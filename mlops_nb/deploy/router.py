@@ -54,11 +54,12 @@ CHECK_STARTING = 0.05
 DRAIN_TIMEOUT = 15.0
 STATS_KEEP = 200_000
 REQUEST_TIMEOUT = 60.0
-MAX_BODY = 10 * 1024 * 1024
+MAX_BODY = 10 * 1024 * 1024  # until a configuration sets max_body_bytes
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 CRASH_LOOP_AFTER = 3  # deaths in a row before ready
 WORKSPACE_CHECK_EVERY = 5.0
-# A replica that served, then stays unready this long (stuck predictions) is replaced.
+# A replica that served, then stays unready this long (stuck predictions) is replaced,
+# until a configuration sets replace_unready_after_s.
 REPLACE_UNREADY_AFTER = 30.0
 
 
@@ -80,10 +81,13 @@ class Replica:
     started_at: float = field(default_factory=time.monotonic)
     draining_since: float | None = None
     unready_since: float | None = None
+    reason: str | None = None  # why its last ready probe said no
+    load_error: str | None = None  # set when the model failed to load: waiting won't help
 
     def describe(self) -> dict[str, Any]:
         return {"port": self.port, "pid": self.proc.pid, "ready": self.ready,
-                "alive": self.proc.poll() is None, "inflight": self.inflight}  # fmt: skip
+                "alive": self.proc.poll() is None, "inflight": self.inflight,
+                "reason": self.reason, "load_error": self.load_error}  # fmt: skip
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Health:
     deaths_before_ready: int = 0
     next_start: float = 0.0
     last_exit: int | None = None
+    backoff: float = 0.0  # the wait before the last restart
 
     @property
     def crash_loop(self) -> bool:
@@ -121,6 +126,11 @@ class Router:
         self._live: list[tuple[dict[str, Any], int]] = []
 
     # -- configuration -------------------------------------------------------------------
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body passed on (larger: 413 before it is read)."""
+        return int(self.config.get("max_body_bytes", MAX_BODY))
 
     def apply(self, config: dict[str, Any]) -> None:
         """Adopt a new desired state; replicas follow within one supervision tick."""
@@ -204,7 +214,8 @@ class Router:
                 delay = min(
                     BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, health.deaths_before_ready - 1)
                 )
-                health.next_start = now + (delay if health.deaths_before_ready else 0.0)
+                health.backoff = delay if health.deaths_before_ready else 0.0
+                health.next_start = now + health.backoff
                 log.warning("replica r%s port %s exited (%s); restart in %.1fs", revision,
                             rep.port, code, health.next_start - now)  # fmt: skip
             while len(current) < int(spec["replicas"]) and now >= health.next_start:
@@ -214,7 +225,8 @@ class Router:
         for rep, ok in zip(checks, results, strict=True):
             rep.ready = ok
             since = rep.unready_since = None if ok else (rep.unready_since or now)
-            if rep.was_ready and since is not None and now - since > REPLACE_UNREADY_AFTER:
+            replace_after = float(self.config.get("replace_unready_after_s", REPLACE_UNREADY_AFTER))
+            if rep.was_ready and since is not None and now - since > replace_after:
                 # Alive but not ready for long (a stuck prediction): replace it.
                 log.warning("replica r%s port %s unready for %.0fs; replacing it", rep.revision,
                             rep.port, now - since)  # fmt: skip
@@ -231,12 +243,18 @@ class Router:
                 await asyncio.get_running_loop().run_in_executor(None, _stop, rep.proc)
 
     async def _ready(self, rep: Replica) -> bool:
+        """Probe a replica; keep what it says when it is not ready (for ``state``)."""
+        rep.reason = rep.load_error = None
         if rep.proc.poll() is not None:
             return False
         try:
-            status, _ = await proxy.get(rep.port, "/v2/health/ready", timeout=1.0)
+            status, body = await proxy.get(rep.port, "/v2/health/ready", timeout=1.0)
         except (NotSent, SentButFailed, TimeoutError, OSError):
             return False
+        if status != 200:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                said = json.loads(body)
+                rep.reason, rep.load_error = said.get("error"), said.get("load_error")
         return status == 200
 
     def stop_all(self) -> None:
@@ -278,8 +296,9 @@ class Router:
         return int(meant["revision"]), order
 
     def _replicas_for(self, revision: int) -> list[Replica]:
+        """Ready replicas, the next in round-robin turn first (as :meth:`fast` picks)."""
         ready = [r for r in self.replicas.get(revision, []) if r.ready]
-        if len(ready) <= 1:
+        if not ready:
             return ready
         self._rr = (self._rr + 1) % len(ready)
         return ready[self._rr :] + ready[: self._rr]
@@ -296,6 +315,52 @@ class Router:
                 200 if ok else 503, b'{"ready": %s}' % (b"true" if ok else b"false")
             )
         return await self.forward(request)
+
+    def fast(self, request: Request, respond: proxy.Respond) -> bool:
+        """The hot path: a model request for a revision with a ready replica and an idle
+        pooled connection to it goes out now, on callbacks. False: use :meth:`handle`."""
+        path = request.path
+        if not path.startswith("/v2/models/"):
+            return False
+        meant, order = self._choose(request)
+        if not order or (meant is not None and int(order[0]["revision"]) != meant):
+            return False  # nobody, or a miss to count: the full path does both
+        ready = [r for r in self.replicas.get(int(order[0]["revision"]), []) if r.ready]
+        if not ready:
+            return False
+        turn = (self._rr + 1) % len(ready)
+        rep = ready[turn]
+        conn = self.pool.take_idle(rep.port)
+        if conn is None:
+            # The round-robin turn is left as it was: forward() tries this same replica
+            # first and opens a connection to it, so every replica gets its own.
+            return False
+        self._rr = turn
+        infer = path.split("?", 1)[0].endswith("/infer")
+        start = time.perf_counter()
+        rep.inflight += 1
+
+        def done(outcome: Response | Exception) -> None:
+            rep.inflight -= 1
+            if isinstance(outcome, Response):
+                r = outcome
+                self.pool.release(rep.port, conn)
+            else:
+                r = json_response(504 if isinstance(outcome, TimeoutError) else 502,
+                                  b'{"error": "the replica failed mid-request"}')  # fmt: skip
+            self._answered(rep, r, infer, start)
+            respond(r)
+
+        conn.send_then(proxy.encode_request(request, rep.port), REQUEST_TIMEOUT, done)
+        return True
+
+    def _answered(self, rep: Replica, r: Response, infer: bool, start: float) -> None:
+        """Count an answer (model requests only) and say who gave it."""
+        if infer:
+            elapsed = (time.perf_counter() - start) * 1000.0
+            self.stats.append((time.time(), rep.revision, rep.version, elapsed, r.status))
+        r.headers.append((b"x-mlops-version", str(rep.version).encode()))
+        r.headers.append((b"x-mlops-revision", str(rep.revision).encode()))
 
     async def forward(self, request: Request) -> Response:
         start = time.perf_counter()
@@ -318,11 +383,7 @@ class Router:
                                       b'{"error": "the replica failed mid-request"}')  # fmt: skip
                 finally:
                     rep.inflight -= 1
-                if infer:
-                    elapsed = (time.perf_counter() - start) * 1000.0
-                    self.stats.append((time.time(), rep.revision, rep.version, elapsed, r.status))
-                r.headers.append((b"x-mlops-version", str(rep.version).encode()))
-                r.headers.append((b"x-mlops-revision", str(rep.revision).encode()))
+                self._answered(rep, r, infer, start)
                 return r
         if infer:
             self.stats.append((time.time(), -1, -1, (time.perf_counter() - start) * 1000.0, 503))
@@ -373,6 +434,7 @@ class Router:
                 "weight": int(spec.get("weight", 0)), "desired": int(spec["replicas"]),
                 "ready": sum(r.ready for r in reps), "restarts": health.restarts,
                 "crash_loop": health.crash_loop, "last_exit": health.last_exit,
+                "backoff_s": health.backoff,
                 "replicas": [r.describe() for r in reps],
             })  # fmt: skip
         return {"pid": os.getpid(), "started": self.started, "revisions": revisions,
@@ -426,7 +488,7 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
 
 async def serve(router: Router, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: proxy.ServerProtocol(router.handle, MAX_BODY),
+    server = await loop.create_server(lambda: proxy.ServerProtocol(router.handle, router.max_body, router.fast),
                                       "127.0.0.1", port, backlog=1024)  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, router.stopping.set)

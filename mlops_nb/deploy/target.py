@@ -20,7 +20,7 @@ state can be applied to a router on this machine or to a cluster.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ class DesiredState:
     ``routing`` is ``"weighted"`` (a request goes to a revision with probability
     proportional to its weight) or ``"ab"`` (a stable hash of ``key``, e.g.
     ``"header:x-user-id"``, picks the revision; requests without the key are weighted).
+    ``server`` holds the model server options every replica starts with (see
+    :data:`SERVER_OPTIONS`).
     """
 
     name: str
@@ -56,6 +58,18 @@ class DesiredState:
     revisions: tuple[RevisionSpec, ...] = ()
     routing: str = "weighted"
     key: str | None = None
+    server: dict[str, Any] = field(default_factory=dict)
+
+    def with_revisions(self, revisions: list[RevisionSpec] | tuple[RevisionSpec, ...], *,
+                       routing: str | None = None, key: str | bool | None = False) -> DesiredState:  # fmt: skip
+        """The same deployment with other revisions (and routing, when given).
+
+        >>> d = DesiredState(name="iris", model="iris", key="header:x")
+        >>> d.with_revisions([], routing="ab").key
+        'header:x'
+        """
+        return replace(self, revisions=tuple(revisions), routing=routing or self.routing,
+                       key=self.key if key is False else key)  # type: ignore[arg-type]  # fmt: skip
 
     def weights(self) -> dict[int, int]:
         return {r.revision: r.weight for r in self.revisions}
@@ -65,13 +79,15 @@ class DesiredState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "routing": self.routing,
-                "key": self.key, "revisions": [r.to_dict() for r in self.revisions]}  # fmt: skip
+                "key": self.key, "revisions": [r.to_dict() for r in self.revisions],
+                "server": dict(self.server)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DesiredState:
         revisions = tuple(RevisionSpec(**r) for r in data.get("revisions", []))
         return cls(name=str(data["name"]), model=str(data["model"]), revisions=revisions,
-                   routing=str(data.get("routing", "weighted")), key=data.get("key"))  # fmt: skip
+                   routing=str(data.get("routing", "weighted")), key=data.get("key"),
+                   server=dict(data.get("server") or {}))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,8 @@ class ReplicaStatus:
 
 @dataclass(frozen=True)
 class RevisionStatus:
-    """A revision as observed: ready/desired replicas, restarts, crash loops."""
+    """A revision as observed: ready/desired replicas, restarts, crash loops (and the
+    back-off before the next start, where the target says)."""
 
     revision: int
     version: int
@@ -99,6 +116,7 @@ class RevisionStatus:
     crash_loop: bool = False
     message: str | None = None
     replicas: tuple[ReplicaStatus, ...] = ()
+    backoff_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ..deploy.options import spec_options
 from ..deploy.target import DesiredState, RevisionSpec
 from ..serve.spec import ServeSpec
 from . import manifests as m
@@ -32,7 +33,7 @@ def workload(
     target: Kubernetes, ws: Workspace, desired: DesiredState, rev: RevisionSpec
 ) -> m.Workload:
     v = ws.model(desired.model).version(rev.version)
-    spec = ServeSpec.of(v, spool=target.spool)
+    spec = ServeSpec.of(v, spool=target.spool, **spec_options(desired.server))
     data = json.loads(spec.to_json())
     data["artifact_uri"] = target.artifacts or rev.artifact_uri
     return m.Workload(name=n.k8s_name(desired.name), namespace=target.namespace, model=desired.model,

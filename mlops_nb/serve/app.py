@@ -277,7 +277,8 @@ class ModelServer:
             return JSONResponse({"ready": True})
         # While loading, "error" stays null: deployers read a non-null one as a failed load.
         loading = not self.ready and self.load_error is None
-        return JSONResponse({"ready": False, "error": None if loading else reason}, status_code=503)
+        return JSONResponse({"ready": False, "error": None if loading else reason,
+                             "load_error": self.load_error}, status_code=503)  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
         p = self.payload_log

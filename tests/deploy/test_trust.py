@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 import mlops_nb as mnb
 from mlops_nb.deploy import state as st
@@ -287,21 +288,90 @@ def test_router_backs_off_a_crash_looping_replica(dws, versions, iris) -> None:
     backend = dep._backend_of(dep._record())
     desired = st.read(dws, "iris").desired
     spec = spec_of(crashing, 99, 1, 0)
-    backend.apply(type(desired)(desired.name, desired.model, (*desired.revisions, spec)),
-                  generation=10**6)  # fmt: skip
-    started = time.monotonic()
-    wait_for(lambda: backend.observe().revision(99) is not None
-             and backend.observe().revision(99).crash_loop, 90, "the crash loop")  # fmt: skip
-    elapsed = time.monotonic() - started
-    restarts = backend.observe().revision(99).restarts
-    # Without backoff a replica dying at once would restart every tick (4 a second).
-    assert restarts <= 2 + elapsed / router_module.CHECK_EVERY / 4, (restarts, elapsed)
+    backend.apply(desired.with_revisions([*desired.revisions, spec]), generation=10**6)
+    # The wait before each restart doubles: 0.5 s, 1 s, 2 s, 4 s (and so on, to a cap).
+    waits: dict[int, float] = {}
+
+    def four_restarts() -> bool:
+        rev = backend.observe().revision(99)
+        if rev is not None and rev.restarts:
+            waits.setdefault(rev.restarts, rev.backoff_s)
+            if rev.restarts >= 3:
+                assert rev.crash_loop, rev
+        return len(waits) >= 4 and min(waits) == 1
+
+    wait_for(four_restarts, 120, "four restarts of the crashing replica")
+    first = router_module.BACKOFF_FIRST
+    assert [waits[n] for n in (1, 2, 3, 4)] == [first, first * 2, first * 4, first * 8], waits
     assert dep.status()["state"] == "degraded"
+    (crashing_status,) = [r for r in dep.status()["revisions"] if r["revision"] == 99]
+    assert crashing_status["crash_loop"] and crashing_status["backoff_s"] >= first * 8
     # The generation guard: an older configuration does not replace a newer one.
     backend.apply(desired, generation=1)
     assert backend.observe().revision(99) is not None
     backend.apply(desired, generation=10**6 + 1)
     wait_for(lambda: backend.observe().revision(99) is None, 30, "the newer configuration")
+
+
+def test_a_replica_stuck_on_a_prediction_is_replaced(dws, iris) -> None:
+    X, y = iris
+
+    class Hanging:
+        """Answers like the classifier, but hangs on a sepal length over 100."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def predict(self, frame: Any) -> Any:
+            if float(frame["sepal length (cm)"].max()) > 100:
+                time.sleep(600)
+            return self.inner.predict(frame)
+
+    v = dws.model("iris").register(Hanging(LogisticRegression(max_iter=500).fit(X, y)),
+                                   flavor="python", input_example=X.head(5))  # fmt: skip
+    dep = v.deploy(server={"stuck_after_s": 1, "timeout_s": 3, "replace_unready_after_s": 2})
+    (first,) = dep.status()["revisions"][0]["replicas"]
+    hung = _body(iris)
+    hung[0]["sepal length (cm)"] = 1000.0
+    url = dep.endpoint + "/v2/models/iris/infer"
+    # The request itself gets the server's timeout; the predict goes on hanging.
+    r = httpx.post(url, json=hung, timeout=60)
+    assert r.status_code == 504 and "timeout_s=3" in r.json()["error"], r.text
+
+    def replaced() -> bool:
+        (rev,) = dep.status()["revisions"]
+        reps = rev["replicas"]
+        return rev["restarts"] >= 1 and len(reps) == 1 and reps[0]["pid"] != first["pid"] \
+            and reps[0]["ready"]  # fmt: skip
+
+    wait_for(replaced, 120, "the stuck replica to be replaced")
+    assert not psutil.pid_exists(first["pid"]) or \
+        psutil.Process(first["pid"]).status() == psutil.STATUS_ZOMBIE  # fmt: skip
+    ok = httpx.post(url, json=_body(iris), timeout=30)
+    assert ok.status_code == 200, ok.text
+
+
+def test_server_options_are_checked_and_kept(dws, versions) -> None:
+    with pytest.raises(mnb.InvalidArgument, match=r"unknown server option 'worker'.*workers"):
+        versions["good"].deploy(server={"worker": 2})
+    with pytest.raises(mnb.InvalidArgument, match=r"'timeout_s'.*from 0.01"):
+        versions["good"].deploy(server={"timeout_s": -1})
+    with pytest.raises(mnb.InvalidArgument, match=r"'batching'.*True or False"):
+        versions["good"].deploy(server={"batching": "yes"})
+    with pytest.raises(mnb.InvalidArgument, match=r"must be a dict"):
+        versions["good"].deploy(server=["workers", 2])
+    assert dws.deployments().empty  # nothing was started or recorded
+    dep = versions["good"].deploy(server={"workers": 3, "max_body_bytes": 4096})
+    assert st.read(dws, "iris").desired.server == {"max_body_bytes": 4096, "workers": 3}
+    (rep,) = dep.status()["revisions"][0]["replicas"]
+    stats = httpx.get(f"http://127.0.0.1:{rep['port']}/v2/health/stats", timeout=10).json()
+    assert stats["workers"] == 3
+    # The router holds bodies to the deployment's limit too.
+    big = httpx.post(dep.endpoint + "/v2/models/iris/infer", content=b"x" * 5000, timeout=30)
+    assert big.status_code == 413
+    # A later deploy without `server` keeps the deployment's options.
+    versions["other"].deploy()
+    assert st.read(dws, "iris").desired.server == {"max_body_bytes": 4096, "workers": 3}
 
 
 def test_a_post_is_not_retried_once_sent(dws, versions, iris, tmp_path) -> None:

@@ -40,7 +40,10 @@ def test_corrupt_artifact_is_never_ready(ws: mnb.Workspace, start: Any) -> None:
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         r = server.client.get("/v2/health/ready")
-        assert (r.status_code, r.json()) == (503, {"ready": False, "error": error})
+        # ``load_error`` says that waiting will not help (a stuck replica has only ``error``).
+        assert (r.status_code, r.json()) == (
+            503, {"ready": False, "error": error, "load_error": error}
+        )  # fmt: skip
         time.sleep(0.1)
     assert server.client.get("/v2/health/live").json() == {"live": True}
     ready = server.client.get("/v2/models/doubler/ready")

@@ -41,3 +41,43 @@ def test_wait_until_reports_done_and_timeout() -> None:
     steps = iter([(False, 10.0, "a"), (False, 50.0, "b"), (True, 100.0, "c")])
     assert progress.wait_until(lambda: next(steps), poll=0.0, timeout=10) is True
     assert progress.wait_until(lambda: (False, 0.0, ""), poll=0.01, timeout=0.05) is False
+
+
+def test_a_bar_is_drawn_only_after_its_delay(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("MLOPS_NB_PROGRESS", "text")
+    quick = progress.Bar(total=100, desc="quick", delay=60)
+    quick.move(50, "half")
+    quick.close()
+    assert "quick" not in capsys.readouterr().err
+    slow = progress.Bar(total=100, desc="slow", delay=0)
+    slow.move(50, "progressing")
+    slow.close()
+    assert "slow:  50%" in capsys.readouterr().err
+
+
+class _Rollout:
+    """Stands in for a deployment (only ``status()``, ``wait()`` and ``name`` are read):
+    a rollout at 50%, then one that has succeeded."""
+
+    name = "iris"
+
+    def __init__(self) -> None:
+        self.phases = iter(["progressing", "succeeded"])
+        self.waited = False
+
+    def status(self) -> dict[str, object]:
+        return {"rollout": {"phase": next(self.phases, "succeeded"), "weight": 50}}
+
+    def wait(self, timeout: float) -> _Rollout:
+        self.waited = True
+        return self
+
+
+def test_watch_rollout_ends_with_the_rollout() -> None:
+    dep = _Rollout()
+    import time
+
+    t0 = time.monotonic()
+    assert progress.watch_rollout(dep, timeout=60) is dep
+    assert dep.waited and time.monotonic() - t0 < 30
