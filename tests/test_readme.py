@@ -8,6 +8,7 @@ warnings into errors). Tracebacks point at README.md line numbers.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,4 +103,8 @@ def _close_workspaces(namespace: dict[str, object]) -> None:
 
     for value in namespace.values():
         if isinstance(value, mnb.Workspace):
+            # A block that failed half-way may have left a deployment running: stop it.
+            with contextlib.suppress(mnb.MlopsError):
+                for name in value.deployments()["name"]:
+                    value.deployment(name).delete()
             value.close()
