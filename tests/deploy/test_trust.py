@@ -298,11 +298,12 @@ def test_router_backs_off_a_crash_looping_replica(dws, versions, iris) -> None:
             waits.setdefault(rev.restarts, rev.backoff_s)
             if rev.restarts >= 3:
                 assert rev.crash_loop, rev
-        return len(waits) >= 4 and min(waits) == 1
+        return max(waits, default=0) >= 4 and len(waits) >= 3
 
     wait_for(four_restarts, 120, "four restarts of the crashing replica")
     first = router_module.BACKOFF_FIRST
-    assert [waits[n] for n in (1, 2, 3, 4)] == [first, first * 2, first * 4, first * 8], waits
+    # Each restart seen (a slow poll may miss one) waited twice as long as the one before.
+    assert waits == {n: first * 2 ** (n - 1) for n in waits}, waits
     assert dep.status()["state"] == "degraded"
     (crashing_status,) = [r for r in dep.status()["revisions"] if r["revision"] == 99]
     assert crashing_status["crash_loop"] and crashing_status["backoff_s"] >= first * 8
