@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from .. import query
 from ..errors import InvalidArgument
+from ..progress import progress
 from ..schema import migrate_monitoring
 from . import catalog, compact, convert, logstore, s3spool
 from .windows import Window, parse
@@ -150,7 +151,10 @@ class Monitor:
             # converted and the catalog rows go in; at most one chunk waits in memory.
             with ThreadPoolExecutor(max_workers=1) as writer:
                 try:
-                    for start in range(0, n, logstore.CHUNK_ROWS):
+                    starts = range(0, n, logstore.CHUNK_ROWS)
+                    # A bar (after half a second) for calls of many chunks; quiet when piped.
+                    for start in progress(starts, total=len(starts), desc=f"log {self.model}",
+                                          unit="chunk"):  # fmt: skip
                         stop = min(start + logstore.CHUNK_ROWS, n)
                         features = convert.features(_rows(X, start, stop, n), names)
                         if features.num_columns and features.num_rows != stop - start:

@@ -81,3 +81,27 @@ def test_watch_rollout_ends_with_the_rollout() -> None:
     t0 = time.monotonic()
     assert progress.watch_rollout(dep, timeout=60) is dep
     assert dep.waited and time.monotonic() - t0 < 30
+
+
+def test_a_bulk_log_shows_its_chunks(tmp_path: object, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from mlops_nb.monitor import core, logstore
+
+    monkeypatch.setenv("MLOPS_NB_PROGRESS", "text")
+    monkeypatch.setattr(logstore, "CHUNK_ROWS", 1000)  # 5 chunks for 5,000 rows
+    real = core.progress
+    # Shown at once rather than after half a second, so a fast machine shows it too.
+    monkeypatch.setattr(core, "progress", lambda it, **kw: real(it, **{**kw, "delay": 0}))
+    with mnb.open(Path(str(tmp_path)) / "w.duckdb", create=True) as ws:
+        X = pd.DataFrame({"x": np.arange(5000.0)})
+        ws.model("m").register({"w": 1}, input_example=X.head(3))
+        ids = ws.monitor("m").log(X, np.zeros(5000), version=1)
+        assert len(ids) == 5000
+        assert len(ws.monitor("m").predictions()) == 5000
+    err = capsys.readouterr().err
+    assert "log m: 100%" in err and "5/5" in err, err
