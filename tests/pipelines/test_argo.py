@@ -222,3 +222,38 @@ def test_submit_reports_a_refusal(pipeline: mnb.Pipeline) -> None:
         refusing.close()
     with pytest.raises(mnb.PipelineError, match="no Kubernetes configuration"):
         pipeline.submit("/nonexistent/kubeconfig")
+
+
+def test_submit_reaches_an_api_server_and_kubectl_reads_it_back(
+    pipeline: mnb.Pipeline, tmp_path: Path
+) -> None:
+    """The local API emulator stands in for a cluster with Argo Workflows' CRDs (no
+    workflow controller runs the pods here); kubectl, a real client, reads the objects."""
+    import shutil
+    import subprocess
+
+    from mlops_nb.kube.emulator import Emulator
+
+    kubectl = shutil.which("kubectl")
+    with Emulator(namespaces=("default", "ml")) as emu:
+        kubeconfig = emu.kubeconfig(tmp_path / "kubeconfig", namespace="ml")
+        created = pipeline.submit(str(kubeconfig), namespace="ml")
+        name = created["metadata"]["name"]
+        assert name.startswith(pipeline.to_argo()["metadata"]["generateName"])
+        assert created["spec"] == pipeline.to_argo()["spec"]
+        cron = pipeline.submit(str(kubeconfig), namespace="ml", schedule="0 3 * * *")
+        assert cron["kind"] == "CronWorkflow" and cron["spec"]["schedules"] == ["0 3 * * *"]
+        if kubectl is None:
+            pytest.skip("kubectl is not on PATH: the objects were created, not read back")
+        got = subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "get", "workflows", "-n", "ml", "-o", "json"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        (item,) = json.loads(got.stdout)["items"]
+        assert item["metadata"]["name"] == name and item["spec"] == created["spec"]
+        got = subprocess.run(
+            [kubectl, "--kubeconfig", str(kubeconfig), "get", "cronworkflows", "-n", "ml", "-o",
+             "jsonpath={.items[0].spec.schedules[0]}"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert got.stdout == "0 3 * * *"

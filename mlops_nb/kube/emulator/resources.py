@@ -82,6 +82,10 @@ KINDS = (
     Kind("networking.istio.io", "v1", "DestinationRule", "destinationrules", short=("dr",)),
     Kind("argoproj.io", "v1alpha1", "Rollout", "rollouts", status=True, scale=True, short=("ro",)),
     Kind("argoproj.io", "v1alpha1", "AnalysisTemplate", "analysistemplates"),
+    # Argo Workflows' kinds are stored and served (pipelines are submitted to them); no
+    # workflow controller runs them here.
+    Kind("argoproj.io", "v1alpha1", "Workflow", "workflows", status=True, short=("wf",)),
+    Kind("argoproj.io", "v1alpha1", "CronWorkflow", "cronworkflows", short=("cwf",)),
 )
 KINDS_BY_PLURAL = {(k.group, k.plural): k for k in KINDS}
 KINDS_BY_KIND = {(k.api_version, k.kind): k for k in KINDS}
