@@ -20,7 +20,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -137,31 +136,22 @@ def _metrics(texts: list[str]) -> pd.DataFrame:
 
 def _shape(table: pa.Table, aliases: dict[tuple[str, int], list[str]]) -> pd.DataFrame:
     """The result frame: metrics spread into columns, lists as lists, columns in order."""
-    base = [c for c in table.column_names if c not in ("metrics", "tags")]
+    base = [c for c in table.column_names if c != "metrics"]
     frame = table.select(base).to_pandas()
-    # Lists stay Arrow lists (a cell reads as a Python list): thousands of Python lists
-    # per search would outlive it in the frame and set off the garbage collector's full
-    # passes, each costing more than the search.
-    tags = table.column("tags").combine_chunks().cast(pa.list_(pa.string()))
-    frame["tags"] = pd.arrays.ArrowExtensionArray(tags)
+    frame["tags"] = table.column("tags").to_pylist()
     for column in base:
         if table.column(column).null_count == table.num_rows:
             frame[column] = None  # as a frame built from rows of None would hold
     # Few versions have aliases: find their rows, leave every other row an empty list.
-    counts = np.zeros(table.num_rows, dtype=np.int32)
-    names: list[str] = []
+    per_row: list[list[str]] = [[] for _ in range(table.num_rows)]
     if aliases:
         keys = pd.MultiIndex.from_arrays([frame["model"].to_numpy(), frame["version"].to_numpy()])
         wanted = list(aliases)
         found = keys.get_indexer(pd.MultiIndex.from_tuples(wanted))
-        rows = sorted((int(at), aliases[key]) for key, at in zip(wanted, found, strict=True)
-                      if at >= 0)  # fmt: skip
-        for at, row_aliases in rows:
-            counts[at] = len(row_aliases)
-            names.extend(row_aliases)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    per_row = pa.ListArray.from_arrays(pa.array(offsets), pa.array(names, type=pa.string()))
-    frame["aliases"] = pd.arrays.ArrowExtensionArray(per_row)
+        for key, at in zip(wanted, found, strict=True):
+            if at >= 0:
+                per_row[at] = aliases[key]
+    frame["aliases"] = per_row
     metrics = _metrics(table.column("metrics").to_pylist())
     names = sorted(metrics.columns)
     frame = pd.concat([frame, metrics[names]], axis=1)
