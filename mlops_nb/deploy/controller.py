@@ -71,6 +71,21 @@ def running(ws: Workspace, name: str) -> bool:
     return False
 
 
+def wait_stopped(ws: Workspace, name: str, timeout: float = 30.0) -> bool:
+    """Wait until no controller drives ``name`` (its lock is free); False at the timeout.
+
+    A controller reads the workspace every tick and exits once it has nothing to drive
+    (a deleted deployment), so this is how long that takes, not a signal."""
+    if not lock_path(ws, name).parent.is_dir():
+        return True
+    deadline = time.monotonic() + timeout
+    while running(ws, name):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def spawn(ws: Workspace, name: str) -> None:
     """Start a detached controller (its own session: it outlives this kernel)."""
     folder = lock_path(ws, name).parent

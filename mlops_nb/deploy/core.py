@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -83,6 +84,8 @@ class Status(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self.__dataclass_fields__)
 
+
+log = logging.getLogger("mlops_nb.deploy")
 
 # Longer than the store's linger, so a waiting kernel leaves the file to the controller.
 POLL = 0.3
@@ -371,6 +374,11 @@ class Deployment:
                 continue
             if rec.admin:
                 backend_for(self._ws, rec.target, rec.admin).stop()
+            # Its controller, a process of its own, exits once it reads the deletion: wait
+            # for that, so nothing touches the workspace's folders after delete() returns.
+            if not controller.wait_stopped(self._ws, self.name):
+                log.warning("the controller of %s is still running 30 s after delete()",
+                            self.name)  # fmt: skip
             return
 
     def flush_logs(self) -> pd.DataFrame:

@@ -545,3 +545,17 @@ def test_a_canary_is_steered_from_another_process(dws, versions) -> None:
                          text=True, timeout=240)  # fmt: skip
     assert out.stdout.split("\n")[:2] == ["paused", "{2: 100.0}"], out.stderr
     assert dep.status()["rollout"]["phase"] == "succeeded"
+
+
+def test_delete_during_a_canary_returns_once_its_controller_has_stopped(dws, versions) -> None:
+    from mlops_nb.deploy import controller
+
+    dep = versions["good"].deploy()
+    versions["other"].deploy(strategy=mnb.Canary(steps=[50, 100], pause="10m"))
+    wait_for(lambda: controller.running(dws, "iris"), 60, "the canary's controller")
+    dep.delete()
+    # The controller has closed the workspace and let go of its lock once delete() has
+    # returned, so nothing writes in the workspace's folders (a notebook may remove them
+    # next); its process then only has to exit.
+    assert not controller.running(dws, "iris")
+    assert leftovers(Path(dws.path).parent) == []
