@@ -326,11 +326,7 @@ class Pool:
 
     async def request(self, port: int, request: Request, timeout: float) -> Response:
         data = encode_request(request, port)
-        idle = self.idle.get(port)
-        while idle:
-            conn = idle.pop()
-            if not self._usable(conn):
-                continue
+        while (conn := self.take_idle(port)) is not None:
             try:
                 response = await conn.send(data, timeout)
             except NotSent:

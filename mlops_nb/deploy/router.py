@@ -222,10 +222,10 @@ class Router:
                 current.append(self._spawn(spec))
         checks = [rep for reps in self.replicas.values() for rep in reps]
         results = await asyncio.gather(*(self._ready(rep) for rep in checks))
+        replace_after = float(self.config.get("replace_unready_after_s", REPLACE_UNREADY_AFTER))
         for rep, ok in zip(checks, results, strict=True):
             rep.ready = ok
             since = rep.unready_since = None if ok else (rep.unready_since or now)
-            replace_after = float(self.config.get("replace_unready_after_s", REPLACE_UNREADY_AFTER))
             if rep.was_ready and since is not None and now - since > replace_after:
                 # Alive but not ready for long (a stuck prediction): replace it.
                 log.warning("replica r%s port %s unready for %.0fs; replacing it", rep.revision,
