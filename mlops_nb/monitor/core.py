@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from .. import query
 from ..errors import InvalidArgument
 from ..progress import progress
 from ..schema import migrate_monitoring
-from . import catalog, compact, convert, logstore, s3spool
+from . import catalog, compact, convert, logwrite, s3spool
 from .windows import Window, parse
 
 if TYPE_CHECKING:
@@ -107,13 +106,17 @@ class Monitor:
         ids: Any = None,
         timestamps: Any = None,
         errors: Any = None,
-    ) -> np.ndarray[Any, Any]:
+    ) -> pd.arrays.ArrowStringArray:
         """Append predictions in bulk; returns their ids (generated unless given).
 
         ``X`` is a DataFrame, a 2-D array (columns named from the version's signature) or a
         pyarrow Table; ``y_pred`` one prediction per row. Timestamps default to now (UTC).
         Large calls are written in files of at most ``CHUNK_ROWS`` rows, converted one chunk
         at a time; all or none of them become part of the log.
+
+        The ids come back as a pandas string array that shares the log's Arrow buffers
+        (index it, slice it, pass it to :meth:`log_labels`; ``list(ids)`` gives Python
+        strings), so a large call costs no Python object per row.
         """
         ws = self._ws
         prediction = convert.to_arrow(y_pred, "y_pred")
@@ -122,12 +125,12 @@ class Monitor:
         if height != n:
             raise InvalidArgument(f"X has {height} rows but y_pred has {n}; they must match")
         base: dict[str, pa.Array] = {
-            "id": self._ids(ids, n),
             "timestamp": convert.timestamps(timestamps, n, ws.now()),
             "prediction": prediction,
             "confidence": convert.numbers(confidence, n, "confidence", low=0.0, high=1.0),
             "latency_ms": convert.numbers(latency_ms, n, "latency_ms", low=0.0, high=None),
         }
+        given = self._ids(ids, n) if ids is not None else None
         if errors is not None:
             err = pa.array(np.asarray(errors, dtype=object), type=pa.string())
             if len(err) != n:
@@ -136,70 +139,70 @@ class Monitor:
         if n == 0:
             # The version must exist even when nothing is logged.
             ws._store.read(lambda con: self._version(con, version))
-            return np.array([], dtype=object)
-        planned: list[catalog.Segment] = []
+            return _id_array([pa.array([], pa.string())])
+        # Arrays are named by the version's signature, read before the write (and the
+        # version checked again inside it); other inputs carry their names.
+        named: tuple[int, list[str] | None] | None = None
+        if _needs_names(X):
+            named = ws._store.read(lambda con: _named(con, self.model, version))
+        prefix, width = logwrite.id_prefix(), len(str(n - 1))
+        id_chunks: list[pa.Array] = []
 
-        def write(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray[Any, Any], set[str]]:
+        def build(start: int, stop: int) -> pa.Table:
+            features = convert.features(_rows(X, start, stop, n), named[1] if named else None)
+            if features.num_columns and features.num_rows != stop - start:
+                raise InvalidArgument(
+                    f"X has {features.num_rows} rows but y_pred has {n}; they must match"
+                )
+            ids_part = (
+                given.slice(start, stop - start)
+                if given is not None
+                else logwrite.row_ids(prefix, start, stop, width)
+            )
+            id_chunks.append(ids_part)
+            columns = {"id": ids_part, **{k: v.slice(start, stop - start) for k, v in base.items()}}
+            columns.update(zip(features.column_names, features.columns, strict=True))
+            return pa.table(columns)
+
+        chunks = logwrite.ChunkWriter(ws.logs_root, self.model, n, build)
+
+        def write(con: duckdb.DuckDBPyConnection) -> tuple[pd.arrays.ArrowStringArray, set[str]]:
             number = self._version(con, version)
-            sig = query.version_row(con, self.model, number)["signature"]
-            names = [i["name"] for i in sig["inputs"]] if sig and sig.get("inputs") else None
+            if named is not None and named[0] != number:
+                raise InvalidArgument(
+                    f"{self.model} {version!r} became v{number} while this call read "
+                    f"v{named[0]}'s signature; log again (or pass version={number})"
+                )
             migrate_monitoring(con)
             known = catalog.known_columns(con, self.model)
-            new_columns: list[tuple[str, str, str]] = []
-            pending: list[Future[catalog.Segment]] = []
-            # Parquet encoding releases the GIL: a chunk is written while the next one is
-            # converted and the catalog rows go in; at most one chunk waits in memory.
-            with ThreadPoolExecutor(max_workers=1) as writer:
-                try:
-                    starts = range(0, n, logstore.CHUNK_ROWS)
-                    # A bar (after half a second) for calls of many chunks; quiet when piped.
-                    for start in progress(starts, total=len(starts), desc=f"log {self.model}",
-                                          unit="chunk"):  # fmt: skip
-                        stop = min(start + logstore.CHUNK_ROWS, n)
-                        features = convert.features(_rows(X, start, stop, n), names)
-                        if features.num_columns and features.num_rows != stop - start:
-                            raise InvalidArgument(
-                                f"X has {features.num_rows} rows but y_pred has {n}; they must "
-                                "match"
-                            )
-                        columns = {k: v.slice(start, stop - start) for k, v in base.items()}
-                        columns.update(zip(features.column_names, features.columns, strict=True))
-                        table = pa.table(columns)
-                        new_columns += catalog.check_columns(known, table.schema, "log()")
-                        seg = logstore.plan(ws.logs_root, self.model, number, table)
-                        planned.append(seg)
-                        if pending:
-                            pending[-1].result()
-                        pending.append(writer.submit(logstore.put, seg, table))
-                        del table, columns, features
-                    catalog.record(con, planned, new_columns, "log", ws.now(), checked=True)
-                    result: np.ndarray[Any, Any] = base["id"].to_numpy(zero_copy_only=False)
-                    crowded = compact.small_files(
-                        con, self.model, {str(Path(s.path).parent) for s in planned}
-                    )
-                finally:
-                    for job in pending:
-                        job.exception()  # every write has ended before the transaction does
-                for job in pending:
-                    job.result()
+            new_columns = catalog.check_columns(known, first, "log()")
+            # A bar (after half a second) for calls of many chunks; quiet when piped.
+            rest = range(1, len(chunks.bounds))
+            for i in progress(rest, total=len(rest), desc=f"log {self.model}", unit="chunk"):
+                new_columns += catalog.check_columns(known, chunks.start(i), "log()")
+            segments = chunks.segments(number)
+            catalog.record(con, segments, new_columns, "log", ws.now(), checked=True)
+            crowded = compact.small_files(
+                con, self.model, {str(Path(s.path).parent) for s in segments}
+            )
+            result = _id_array(id_chunks)  # made while the last file is written
+            chunks.place(segments)
             return result, crowded
 
         try:
-            ids_out, crowded = ws._store.write(write)
+            first = chunks.start(0)  # written while the transaction begins
+            result, crowded = ws._store.write(write)
         except BaseException:
-            for seg in planned:
-                Path(seg.path).unlink(missing_ok=True)
+            chunks.discard()
             raise
+        finally:
+            chunks.close()
         if crowded:
             compact.compact(self, folders=crowded)
-        return ids_out
+        return result
 
     def _ids(self, ids: Any, n: int) -> pa.Array:
-        if ids is None:
-            prefix = uuid.uuid4().hex[:20] + "-"
-            return pc.binary_join_element_wise(
-                prefix, pc.cast(pa.array(np.arange(n, dtype=np.int64)), pa.string()), ""
-            )
+        """Ids a caller gave, checked: one per row, none missing, none logged before."""
         arr = pa.array(np.asarray(ids, dtype=object)).cast(pa.string())
         if len(arr) != n:
             raise InvalidArgument(f"ids has {len(arr)} values but y_pred has {n}; they must match")
@@ -402,6 +405,25 @@ class Monitor:
             "verdict FROM drift_runs WHERE model = ? ORDER BY id",
             [self.model],
         )
+
+
+def _needs_names(X: Any) -> bool:
+    """Whether X's columns are named by the version's signature (arrays carry no names)."""
+    return not isinstance(X, pa.Table | pd.DataFrame)
+
+
+def _named(
+    con: duckdb.DuckDBPyConnection, model: str, version: int | str
+) -> tuple[int, list[str] | None]:
+    """The version's number and its signature's input names, if it has a signature."""
+    number = query.resolve(con, model, version)
+    sig = query.version_row(con, model, number)["signature"]
+    return number, [i["name"] for i in sig["inputs"]] if sig and sig.get("inputs") else None
+
+
+def _id_array(chunks: list[pa.Array]) -> pd.arrays.ArrowStringArray:
+    """Ids as a pandas string array over the Arrow buffers: no copy, no Python objects."""
+    return pd.arrays.ArrowStringArray(pa.chunked_array(chunks, type=pa.string()))
 
 
 def _height(X: Any) -> int:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,10 @@ from ..errors import InvalidArgument
 from .catalog import Segment
 from .convert import FEATURE_PREFIX
 
-__all__ = ["FEATURE_PREFIX", "Segment", "check_schema", "partition", "write", "write_file"]
+__all__ = [
+    "FEATURE_PREFIX", "Segment", "check_schema", "partition", "plan", "segment", "write",
+    "write_file",
+]  # fmt: skip
 
 REQUIRED = {"id": "string", "timestamp": "timestamp"}
 OPTIONAL = ("prediction", "confidence", "latency_ms", "error", "misfit")
@@ -62,14 +66,22 @@ def partition(root: Path, model: str, version: int, day: str) -> Path:
 def plan(root: Path, model: str, version: int, table: pa.Table, prefix: str = "log") -> Segment:
     """Where ``table`` goes (under the day of its first row) and what the catalog records."""
     low, high = pc.min_max(table.column("timestamp")).values() if table.num_rows else (None, None)
-    first = low.as_py() if low is not None else None
+    return segment(
+        root, model, version, table.num_rows,
+        low.as_py() if low is not None else None, high.as_py() if high is not None else None,
+        prefix,
+    )  # fmt: skip
+
+
+def segment(
+    root: Path, model: str, version: int, rows: int, first: datetime | None,
+    last: datetime | None, prefix: str = "log",
+) -> Segment:  # fmt: skip
+    """A new file's place (under the day of ``first``) and catalog row."""
     day = first.strftime("%Y-%m-%d") if first is not None else "unknown"
     name = f"{prefix}-{uuid.uuid4().hex}.parquet"
     path = partition(root, model, version, day) / name
-    return Segment(
-        model, version, str(path), f"{prefix}:{name}", table.num_rows, first,
-        high.as_py() if high is not None else None,
-    )  # fmt: skip
+    return Segment(model, version, str(path), f"{prefix}:{name}", rows, first, last)
 
 
 def put(segment: Segment, table: pa.Table) -> Segment:

@@ -151,6 +151,9 @@ def test_large_calls_are_written_in_chunks_all_or_nothing(
             version=1,
         )
     assert len(_log_files(ws)) == 3 and len(mon.predictions()) == 2500
+    # The refused call's chunks were written before the check refused one: none is left,
+    # staged or placed.
+    assert sorted(p for p in Path(ws.logs_root).rglob("*") if p.is_file()) == _log_files(ws)
 
 
 def _small_logs(mon: mnb.Monitor, calls: int) -> None:

@@ -145,3 +145,18 @@ def test_kinds_of_a_log_that_predates_the_kinds_table_come_from_its_files(
     with pytest.raises(mnb.InvalidArgument, match="'prediction' was logged as integer"):
         mon.log(pd.DataFrame({"zip": [1]}), ["a"], version=1)
     assert mon.predictions()["feature.zip"].tolist() == [1234, 5678]
+
+
+def test_generated_ids_are_strings_in_row_order_unique_across_calls(
+    ws: mnb.Workspace, mon: mnb.Monitor
+) -> None:
+    first = mon.log(np.zeros((12, 1)), np.arange(12) % 2, version=1)
+    second = mon.log(np.zeros((12, 1)), np.arange(12) % 2, version=1)
+    assert isinstance(first, pd.arrays.ArrowStringArray) and len(first) == 12
+    assert list(first) == sorted(first)  # zero-padded row numbers sort in row order
+    assert all(isinstance(i, str) for i in first[[0, 5, 11]])
+    assert not set(first) & set(second)
+    logged = mon.predictions()
+    assert sorted(logged["id"]) == sorted([*first, *second])
+    assert mon.log_labels(first[::2], np.ones(6, dtype=int)) == 6
+    assert mon.predictions().set_index("id").loc[list(first[::2]), "label"].eq("1").all()
