@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import mlops_nb as mnb
+from mlops_nb import search
 
 
 @pytest.fixture(scope="module")
@@ -453,3 +455,31 @@ def test_a_busy_process_lets_a_waiting_one_in(tmp_path: Path) -> None:
         busy.communicate(timeout=60)
     assert busy.returncode == 0
     assert not Path(f"{path}.waiting").exists()
+
+
+def test_a_search_builds_its_frame_with_one_young_collection(ws: mnb.Workspace) -> None:
+    for i in range(3):
+        ws.model("m").register({"w": i}, metrics={"acc": i / 10}, tags=["tabular"])
+    passes: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(info["generation"])
+
+    gc.callbacks.append(count)
+    try:
+        with search._one_collection():
+            # Far more containers than the youngest generation's threshold.
+            kept = [[j] for j in range(20 * gc.get_threshold()[0])]
+            frame = ws.search(tags="tabular")
+        assert passes == [0] and len(kept) > 0 and len(frame) == 3
+        passes.clear()
+        gc.disable()
+        ws.search(tags="tabular")  # a caller's own pause is left alone
+        assert not gc.isenabled() and passes == []
+    finally:
+        gc.enable()
+        gc.callbacks.remove(count)
+    with pytest.raises(RuntimeError), search._one_collection():
+        raise RuntimeError("the collector runs again after an error")
+    assert gc.isenabled()
