@@ -18,7 +18,7 @@ from ..deploy.target import (
     Traffic,
 )
 from ..errors import ClusterNotFound, InvalidArgument, KubernetesError, RolloutFailed
-from . import history, scrape
+from . import history, routing, scrape
 from . import names as n
 from .client import FIELD_MANAGER, Cluster, explain
 from .history import Undo, rev_of, version_of
@@ -63,6 +63,23 @@ class KubernetesBackend(Backend):
 
     @property
     def endpoint(self) -> str:
+        """Where clients send requests: the Gateway's address and the deployment's path with
+        ``traffic="gateway-api"`` (the weights apply there), else the Service through the
+        API server's service proxy."""
+        if self.target.traffic == "gateway-api":
+            gw_ns, _, gw_name = str(self.target.gateway).rpartition("/")
+            gw_ns = gw_ns or self.ns
+            gateway = self.cluster.get("gateway.networking.k8s.io/v1", "Gateway", gw_name, gw_ns)
+            url = routing.gateway_url(gateway) if gateway is not None else None
+            if url is None:
+                state = "does not exist" if gateway is None else "has no address yet"
+                raise ClusterNotFound(
+                    f"Gateway {gw_ns}/{gw_name} {state}: the HTTPRoute's weights apply only "
+                    "behind it. Create it (or wait for its controller to program it: `kubectl "
+                    f"get gateway -n {gw_ns} {gw_name}`), or pass gateway= naming one that "
+                    "exists", status=404,
+                )  # fmt: skip
+            return f"{url}/{self.name}"
         host = str(self.cluster.api.configuration.host).rstrip("/")
         return f"{host}/api/v1/namespaces/{self.ns}/services/{self.name}:http/proxy"
 

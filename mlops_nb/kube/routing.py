@@ -32,10 +32,37 @@ def httproute(name: str, ns: str, weights: dict[int, int], gateway: str) -> dict
         parent["namespace"] = gw_ns
     refs = [{"group": "", "kind": "Service", "name": f"{name}-r{r}", "port": 80, "weight": w}
             for r, w in sorted(weights.items())]  # fmt: skip
+    # The deployment's own path on a Gateway that other routes share; its servers see "/".
+    rewrite = {
+        "type": "URLRewrite",
+        "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}},
+    }
     return {"apiVersion": GATEWAY, "kind": "HTTPRoute", "metadata": _meta(name, ns, name),
             "spec": {"parentRefs": [parent],
-                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                                "backendRefs": refs}]}}  # fmt: skip
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": f"/{name}"}}],
+                                "filters": [rewrite], "backendRefs": refs}]}}  # fmt: skip
+
+
+def gateway_url(gateway: dict[str, Any]) -> str | None:
+    """Where a Gateway takes requests, from its ``status.addresses`` (None before it has one).
+
+    An ``IPAddress`` or ``Hostname`` is reached on the Gateway's first HTTP(S) listener's
+    port; a URL-valued address (the emulator's ``mlops-nb.dev/URL``) is taken as it is.
+    """
+    addresses = (gateway.get("status") or {}).get("addresses") or []
+    if not addresses:
+        return None
+    value = str(addresses[0]["value"])
+    if "://" in value:
+        return value.rstrip("/")
+    listeners = [x for x in (gateway.get("spec") or {}).get("listeners") or []
+                 if x.get("protocol") in ("HTTP", "HTTPS")]  # fmt: skip
+    scheme = "https" if listeners and listeners[0]["protocol"] == "HTTPS" else "http"
+    port = int(listeners[0]["port"]) if listeners else 80
+    if ":" in value and not value.startswith("["):
+        value = f"[{value}]"  # an IPv6 address
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{value}" + (f":{port}" if port != default else "")
 
 
 def istio(name: str, ns: str, weights: dict[int, int]) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 Started like moto's server, in-process (a context manager) or as
 ``python -m mlops_nb.kube.emulator --port 8001``. It speaks enough of the API for the
 official client and ``kubectl`` (get, apply --server-side, rollout status / history /
-undo, scale) and runs pods whose container is ``python -m ...`` as local processes.
+undo, scale) and runs pods whose container is ``python -m ...`` as local processes. It
+programs Gateways and routes their requests by HTTPRoute weights (:mod:`.gateway`).
 
 >>> with Emulator(processes=False) as emu:
 ...     emu.create_namespace("ml")
@@ -26,6 +27,7 @@ import httpx
 import yaml
 
 from .controller import OUTCOMES, Controller
+from .gateway import Gateways
 from .kubelet import Kubelet, free_port
 from .resources import KINDS_BY_KIND, Kind
 from .server import Fault, Server
@@ -50,6 +52,7 @@ class Emulator:
         self.controller = Controller(self.store)
         self._tmp = tempfile.TemporaryDirectory(prefix="mlops-nb-kube-")
         self.kubelet = Kubelet(self.store, self.controller, processes, Path(self._tmp.name))
+        self.gateways = Gateways(self)
         self.faults: list[Fault] = []
         self.stopping = False
         self.turn = itertools.count()
@@ -117,7 +120,9 @@ class Emulator:
             with self._step_lock:
                 if self.stopping:
                     return
-                for part in (self.controller.step, self.kubelet.step, self.controller.step):
+                parts = (self.controller.step, self.kubelet.step, self.controller.step,
+                         self.gateways.step)  # fmt: skip
+                for part in parts:
                     # A write that raced a client's fails; the next step sees the new object.
                     with contextlib.suppress(ApiError):
                         part()

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from . import Emulator
 
 POD = KINDS_BY_KIND[("v1", "Pod")]
+SERVICE = KINDS_BY_KIND[("v1", "Service")]
 
 
 def _ready(pod: dict[str, Any]) -> bool:

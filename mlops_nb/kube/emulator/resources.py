@@ -77,6 +77,7 @@ KINDS = (
     ),
     Kind("batch", "v1", "CronJob", "cronjobs", status=True, short=("cj",)),
     Kind("batch", "v1", "Job", "jobs", status=True),
+    Kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways", status=True, short=("gtw",)),
     Kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes", status=True),
     Kind("networking.istio.io", "v1", "VirtualService", "virtualservices", short=("vs",)),
     Kind("networking.istio.io", "v1", "DestinationRule", "destinationrules", short=("dr",)),

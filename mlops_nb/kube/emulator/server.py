@@ -90,7 +90,9 @@ class Handler(BaseHTTPRequestHandler):
         self.query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         parts = [unquote(p) for p in url.path.split("/") if p]
         try:
-            if not self._discovery(parts):
+            if parts[:1] == ["gateways"] and len(parts) >= 3:
+                self._gateway(emu, parts[1], parts[2], "/" + "/".join(parts[3:]))
+            elif not self._discovery(parts):
                 self._resource(emu, parts)
         except ApiError as e:
             self._send(e.code, e.body())
@@ -266,6 +268,11 @@ class Handler(BaseHTTPRequestHandler):
         watch.stream(self, emu, kind, ns)
 
     # -- proxies -------------------------------------------------------------------------
+
+    def _gateway(self, emu: Emulator, ns: str, name: str, path: str) -> None:
+        """A request to a Gateway's address: routed by its HTTPRoutes (see :mod:`.gateway`)."""
+        backend_ns, service, path = emu.gateways.route(ns, name, path)
+        self._proxy(emu, proxy.SERVICE, backend_ns, service, path)
 
     def _proxy(self, emu: Emulator, kind: Kind, ns: str, target: str, path: str) -> None:
         local = proxy.resolve(emu, kind, ns, target)
