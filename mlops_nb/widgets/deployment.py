@@ -24,7 +24,6 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import render
-from ..errors import MlopsError
 from . import charts
 from .base import Confirm, Timer, View, button
 
@@ -263,10 +262,7 @@ class DeploymentView(View):
                 self._closed.set()
 
     def _tick(self) -> None:
-        try:
-            self.refresh()
-        except MlopsError as e:
-            self.say(f"refresh failed: {e}", "error")
+        self.refresh_shown()
 
     def start(self) -> DeploymentView:
         """Start refreshing every ``interval`` seconds (done on first display)."""
