@@ -277,9 +277,16 @@ class Model:
         if parent is not None:
             query.resolve(con, self.name, parent)
 
-    def set_alias(self, alias: str, version: int | str) -> ModelVersion:
-        """Point ``alias`` (e.g. 'champion') at a version; moves it if it exists."""
+    def set_alias(
+        self, alias: str, version: int | str, *, reason: str | None = None
+    ) -> ModelVersion:
+        """Point ``alias`` (e.g. 'champion') at a version; moves it if it exists.
+
+        ``reason`` goes into the audit log:
+        ``m.set_alias("champion", 3, reason="best on the holdout")``.
+        """
         alias = _check_alias(alias)
+        validation.optional_str(reason, "reason")
         ws = self._ws
 
         def write(con: duckdb.DuckDBPyConnection) -> tuple[int, int | None]:
@@ -297,7 +304,7 @@ class Model:
                 number,
                 f"v{old[0]}" if old else None,
                 f"@{alias}",
-                None,
+                reason,
                 None,
             )
             return number, int(old[0]) if old else None
@@ -306,9 +313,10 @@ class Model:
         ws._emit("alias_set", self.name, number, {"alias": alias, "previous": previous})
         return ModelVersion(ws, self.name, number)
 
-    def remove_alias(self, alias: str) -> None:
-        """Remove ``alias`` ('champion' or '@champion')."""
+    def remove_alias(self, alias: str, *, reason: str | None = None) -> None:
+        """Remove ``alias`` ('champion' or '@champion'); ``reason`` goes into the audit log."""
         alias = _check_alias(alias)
+        validation.optional_str(reason, "reason")
         ws = self._ws
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
@@ -319,7 +327,7 @@ class Model:
             ).fetchone()
             if row is None:
                 raise AliasNotFound(f"model {self.name!r} has no alias {alias!r}")
-            ws._audit(con, "alias_removed", self.name, int(row[0]), f"@{alias}", None, None, None)
+            ws._audit(con, "alias_removed", self.name, int(row[0]), f"@{alias}", None, reason, None)
             return int(row[0])
 
         number = ws._store.write(write)

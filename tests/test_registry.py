@@ -176,8 +176,15 @@ def test_aliases_unique_and_movable(ws: mnb.Workspace) -> None:
     m.set_alias("champion", 2)
     assert m.aliases() == {"challenger": 2, "champion": 2}
     assert m.version(2).aliases == ["challenger", "champion"]
-    m.remove_alias("challenger")
+    m.remove_alias("challenger", reason="the trial ended")
     assert m.aliases() == {"champion": 2}
+    audit = ws.audit("churn")[["action", "reason"]].fillna("").values.tolist()
+    assert audit[-2:] == [["alias", ""], ["alias_removed", "the trial ended"]]
+    m.set_alias("champion", 1, reason="back to v1")
+    assert ws.audit("churn").iloc[-1][["action", "reason"]].tolist() == ["alias", "back to v1"]
+    m.set_alias("champion", 2)
+    with pytest.raises(mnb.InvalidArgument, match="reason"):
+        m.set_alias("champion", 1, reason=3)  # type: ignore[arg-type]
     with pytest.raises(mnb.AliasNotFound):
         m.remove_alias("challenger")
     with pytest.raises(mnb.VersionNotFound):

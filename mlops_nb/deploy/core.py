@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import progress, query
+from .. import progress, query, validation
 from ..errors import DeploymentConflict, DeploymentError, InvalidArgument
 from . import controller, rollout
 from . import state as st
@@ -251,39 +251,58 @@ class Deployment:
         finally:
             bar.close()
 
-    def _steer(self, why: str, edit: dict[str, Any]) -> Deployment:
-        """Change the rollout in progress; re-read and retry when the controller wrote first."""
+    def _steer(
+        self, why: str, edit: dict[str, Any], *, audit_as: str | None = None,
+        reason: str | None = None,
+    ) -> Deployment:  # fmt: skip
+        """Change the rollout in progress; re-read and retry when the controller wrote first.
+        With ``audit_as``, the change gets an audit row of that action (with ``reason``)."""
+        validation.optional_str(reason, "reason")
         for _ in range(20):
             rec = self._record()
             active = rec.active
             if active is None:
                 raise DeploymentError(f"deployment {self.name} has no rollout in progress")
+            change = st.Change(why, rollout={**active, **edit})
+            if audit_as is not None:
+                at = f"r{active.get('revision')} at {active.get('weight') or 0:g}%"
+                change.audit.append((audit_as, active.get("version"), at, None, reason, {}))
             try:
-                st.commit(self._ws, rec, st.Change(why, rollout={**active, **edit}))
+                st.commit(self._ws, rec, change)
             except DeploymentConflict:
                 continue
             controller.ensure(self._ws, self.name)
             return self
         raise DeploymentConflict(f"deployment {self.name} keeps changing; try {why} again")
 
-    def pause(self) -> Deployment:
-        """Hold the running canary at its current step (analysis goes on)."""
-        return self._steer("pause", {"paused": True, "pause_reason": "paused by request"})
-
-    def resume(self) -> Deployment:
+    def pause(self, *, reason: str | None = None) -> Deployment:
+        """Hold the running canary at its current step (analysis goes on); audited with
+        ``reason``: ``dep.pause(reason="checking the p95 by hand")``."""
+        why = f"paused by request: {reason}" if reason else "paused by request"
         return self._steer(
-            "resume", {"paused": False, "pause_reason": None, "step_started": time.time()}
+            "pause", {"paused": True, "pause_reason": why}, audit_as="pause", reason=reason
         )
 
-    def promote(self) -> Deployment:
-        """Move a canary on to its next step now."""
-        return self._steer("promote", {"paused": False, "request": "promote"})
+    def resume(self, *, reason: str | None = None) -> Deployment:
+        """Let a paused canary go on; audited with ``reason``."""
+        edit = {"paused": False, "pause_reason": None, "step_started": time.time()}
+        return self._steer("resume", edit, audit_as="resume", reason=reason)
+
+    def promote(self, *, reason: str | None = None) -> Deployment:
+        """Move a canary on to its next step now; audited (as ``promote_step``) with
+        ``reason``."""
+        edit = {"paused": False, "request": "promote"}
+        return self._steer("promote", edit, audit_as="promote_step", reason=reason)
 
     # -- actions -------------------------------------------------------------------------
 
-    def scale(self, replicas: int, timeout: float = 120.0) -> Deployment:
-        """Change the replica count of the serving revision(s)."""
+    def scale(
+        self, replicas: int, timeout: float = 120.0, *, reason: str | None = None
+    ) -> Deployment:
+        """Change the replica count of the serving revision(s); ``reason`` goes into the
+        audit log: ``dep.scale(3, reason="launch traffic")``."""
         _check_replicas(replicas)
+        validation.optional_str(reason, "reason")
         rec = self._record()
         if rec.active is not None:
             raise DeploymentError(f"a {rec.active['kind']} rollout of {self.name} is in progress; "
@@ -293,7 +312,7 @@ class Deployment:
         desired = rec.desired.with_revisions(revisions)
         change = st.Change(f"scale to {replicas} by {self._ws.actor()}", desired=desired,
                            replicas=replicas)  # fmt: skip
-        change.audit.append(("scale", None, str(rec.replicas), str(replicas), None, {}))
+        change.audit.append(("scale", None, str(rec.replicas), str(replicas), reason, {}))
         new = st.commit(self._ws, rec, change)
         backend = self._backend_of(new)
         backend.apply(new.desired, new.generation)

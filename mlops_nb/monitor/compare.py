@@ -6,6 +6,7 @@ and the missing-value shares; :mod:`.drift` decides verdicts from them the same 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InvalidArgument
+from ..progress import Bar, progress
 from . import stats, stream
 from .stats import StatResult
 
@@ -172,26 +174,30 @@ def exact(
     def load(batch: list[str]) -> tuple[pa.Table, pa.Table]:
         return ref.fetch(batch), cur.fetch(batch)
 
-    # numpy sorts release the GIL: two threads keep both cores of a small machine busy,
-    # while a third reads the next batch of columns out of DuckDB.
-    with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as io:
-        pending = io.submit(load, batches[0]) if batches else None
-        for index, batch in enumerate(batches):
-            assert pending is not None
-            ref_t, cur_t = pending.result()
-            pending = io.submit(load, batches[index + 1]) if index + 1 < len(batches) else None
+    def compared() -> Iterator[tuple[Row, dict[str, Any]]]:
+        # numpy sorts release the GIL: two threads keep both cores of a small machine busy,
+        # while a third reads the next batch of columns out of DuckDB.
+        with ThreadPoolExecutor(max_workers=2) as pool, ThreadPoolExecutor(max_workers=1) as io:
+            pending = io.submit(load, batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                assert pending is not None
+                ref_t, cur_t = pending.result()
+                more = index + 1 < len(batches)
+                pending = io.submit(load, batches[index + 1]) if more else None
 
-            def one(name: str, ref_t: pa.Table = ref_t, cur_t: pa.Table = cur_t) -> Any:
-                r = ref_t.column(name) if name in ref_t.column_names else None
-                c = cur_t.column(name) if name in cur_t.column_names else None
-                kind, result, n_ref, n_cur = _compare(name, r, c, methods.get(name), min_samples)
-                return (name, kind, result, n_ref, n_cur), _missing_row(name, r, c)
+                def one(name: str, ref_t: pa.Table = ref_t, cur_t: pa.Table = cur_t) -> Any:
+                    r = ref_t.column(name) if name in ref_t.column_names else None
+                    c = cur_t.column(name) if name in cur_t.column_names else None
+                    found = _compare(name, r, c, methods.get(name), min_samples)
+                    return (name, *found), _missing_row(name, r, c)
 
-            for row, miss in pool.map(one, batch):
-                rows.append(row)
-                if row[0] not in OUTPUTS:
-                    missing.append(miss)
-            del ref_t, cur_t
+                yield from pool.map(one, batch)
+                del ref_t, cur_t
+
+    for row, miss in progress(compared(), total=len(all_names), desc="drift", unit="column"):
+        rows.append(row)
+        if row[0] not in OUTPUTS:
+            missing.append(miss)
     return rows, missing
 
 
@@ -203,10 +209,17 @@ def streamed(
     def numeric(name: str, dtype: pa.DataType) -> bool:
         return kind_of(dtype, name) == "numeric" and methods.get(name) != "chi2"
 
-    first = stream.summarize(ref.scan(all_names), all_names, numeric, None)
-    ref_sum = stream.summarize(ref.scan(all_names), all_names, numeric, first)
-    constant = any(c.numeric and c.n and c.low == c.high for c in first.values())
-    cur_sum = stream.summarize(cur.scan(all_names), all_names, numeric, first, moments=constant)
+    # Two passes over the reference (ranges, then histograms) and one over the current side.
+    bar = _RowsBar(2 * ref.num_rows + cur.num_rows)
+    try:
+        first = stream.summarize(bar.counted(ref.scan(all_names)), all_names, numeric, None)
+        ref_sum = stream.summarize(bar.counted(ref.scan(all_names)), all_names, numeric, first)
+        constant = any(c.numeric and c.n and c.low == c.high for c in first.values())
+        cur_sum = stream.summarize(
+            bar.counted(cur.scan(all_names)), all_names, numeric, first, moments=constant
+        )
+    finally:
+        bar.close()
     rows: list[Row] = []
     missing: list[dict[str, Any]] = []
     for name in all_names:
@@ -221,6 +234,28 @@ def streamed(
                 "flagged": change is not None and abs(change) >= MISSING_CHANGE,
             })  # fmt: skip
     return rows, missing
+
+
+class _RowsBar:
+    """A bar of the rows that the streaming passes have read."""
+
+    def __init__(self, total: int) -> None:
+        self._bar = Bar(total=total, desc="drift (streamed)", unit="rows")
+        self._read = 0
+
+    def counted(self, scan: stream.Scan) -> stream.Scan:
+        def counting(consume: stream.Consumer) -> None:
+            def one(batch: pa.RecordBatch) -> None:
+                consume(batch)
+                self._read += batch.num_rows
+                self._bar.move(self._read)
+
+            scan(one)
+
+        return counting
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _compare_summaries(

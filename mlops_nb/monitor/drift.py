@@ -55,6 +55,7 @@ __all__ = ["DriftReport", "Side", "run_drift"]
 if TYPE_CHECKING:
     import duckdb
 
+    from ..store import Store
     from .core import Monitor
 
 SUMMARY_COLUMNS = [
@@ -77,19 +78,38 @@ class Side:
     def __init__(
         self, label: str, names: list[str], num_rows: int,
         fetch: Callable[[list[str]], pa.Table], scan: Callable[[list[str]], stream.Scan],
+        *, sql: Callable[[list[str]], tuple[str, list[Any]]] | None = None,
+        store: Store | None = None, table: pa.Table | None = None,
     ) -> None:  # fmt: skip
         self.label = label
         self.names = names
         self.num_rows = num_rows
         self._fetch = fetch
         self._scan = scan
+        self._sql = sql
+        #: The workspace store a window is read from (None for an in-memory table).
+        self.store = store
+        self._table = table
 
     @classmethod
     def of_table(cls, table: pa.Table, label: str) -> Side:
         return cls(
             label, table.column_names, table.num_rows, table.select,
-            lambda names: stream.batches(table, names),
+            lambda names: stream.batches(table, names), table=table,
         )  # fmt: skip
+
+    def relation(
+        self, con: duckdb.DuckDBPyConnection, names: list[str], alias: str
+    ) -> tuple[str, list[Any]]:
+        """SQL (and its parameters) selecting ``names`` of this side on ``con``, for
+        aggregates computed where the data lives: a window reads the log's Parquet files;
+        an in-memory table is registered on ``con`` as ``alias``."""
+        names = [n for n in names if n in self.names]
+        if self._sql is not None:
+            return self._sql(names)
+        assert self._table is not None
+        con.register(alias, self._table.select(names))
+        return f"SELECT * FROM {alias}", []
 
     def fetch(self, names: list[str]) -> pa.Table:
         return self._fetch([n for n in names if n in self.names])
@@ -151,15 +171,18 @@ def _side(mon: Monitor, spec: Any, version: int | None) -> Side:
         )
         return table.rename_columns(names)
 
-    def scan(names: list[str]) -> stream.Scan:
+    def select(names: list[str]) -> tuple[str, list[Any]]:
         cols = ", ".join(
             '"' + plain[n].replace('"', '""') + '" AS "' + n.replace('"', '""') + '"' for n in names
         )
         inner = mon.window_sql(window, version, columns=cols or "1 AS _")
         assert inner is not None
-        return stream.reader(store, inner[0], inner[1])
+        return inner
 
-    return Side(label, list(plain), rows, fetch, scan)
+    def scan(names: list[str]) -> stream.Scan:
+        return stream.reader(store, *select(names))
+
+    return Side(label, list(plain), rows, fetch, scan, sql=select, store=store)
 
 
 def _describe(window: Window, version: int | None) -> str:

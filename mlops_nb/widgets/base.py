@@ -65,6 +65,20 @@ class View:
         """Read the object again and redraw every section."""
         raise NotImplementedError
 
+    def refresh_shown(self) -> bool:
+        """Refresh for a control or a timer: an error is shown in the view, not raised.
+
+        Raised from a widget's handler it would only reach the kernel's log, out of sight.
+        True when the refresh succeeded.
+        """
+        try:
+            self.refresh()
+        except Exception as e:  # whatever failed, the user must see it
+            shown = str(e) if isinstance(e, MlopsError) else f"{type(e).__name__}: {e}"
+            self.say(f"refresh failed: {shown}", "error")
+            return False
+        return True
+
     def static_html(self) -> str:
         """Every section as one static HTML document fragment (no script)."""
         body = "".join(self._html[name] for name in self._order if self._html[name])

@@ -2,7 +2,8 @@
 
 Built on the deployment's public surface only: ``status()`` (read by key, so a typed
 status that also reads as a mapping fits), ``checks()``, ``revisions()`` and the actions
-``pause()``, ``resume()``, ``promote()``, ``rollback()``, ``scale()``. Optional parts of
+``pause()``, ``resume()``, ``promote()``, ``rollback()``, ``scale()``, each asked for with
+a reason (it goes into the audit log) and a confirmation. Optional parts of
 the status (``stats``, ``resources``) are shown when the deployment reports them.
 
 While shown, a daemon thread refreshes the view every ``interval`` seconds; ``close()``
@@ -24,7 +25,6 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import render
-from ..errors import MlopsError
 from . import charts
 from .base import Confirm, Timer, View, button
 
@@ -129,13 +129,44 @@ def traffic_chart(s: Any) -> str:
     )
 
 
-def live_html(s: Any) -> str:
-    """Request rate, errors and latency per revision, and resources per replica, if reported."""
+def cpu_usage(
+    rows: list[dict[str, Any]], before: dict[str, tuple[float, float]], now: float
+) -> list[dict[str, Any]]:
+    """Replica rows with ``cpu_pct_core``, the share of one core used since ``before`` (a
+    replica's (time, cpu_seconds) at the previous refresh), in place of the cumulative
+    ``cpu_seconds``; "…" until a replica has been seen twice. ``before`` is updated.
+
+    >>> seen = {}
+    >>> cpu_usage([{"replica": "a", "cpu_seconds": 4.0}], seen, now=10.0)
+    [{'replica': 'a', 'cpu_pct_core': '…'}]
+    >>> cpu_usage([{"replica": "a", "cpu_seconds": 4.5}], seen, now=12.0)
+    [{'replica': 'a', 'cpu_pct_core': 25.0}]
+    """
+    out = []
+    for row in rows:
+        row = dict(row)
+        key, total = str(row.get("replica")), row.pop("cpu_seconds", None)
+        usage: Any = "…"
+        if total is not None:
+            last = before.get(key)
+            # A replica that restarted counts from zero again: wait for its next sample.
+            if last is not None and now > last[0] and total >= last[1]:
+                usage = round(100 * (total - last[1]) / (now - last[0]), 1)
+            before[key] = (now, float(total))
+        out.append({**row, "cpu_pct_core": usage})
+    return out
+
+
+def live_html(s: Any, cpu: dict[str, tuple[float, float]] | None = None) -> str:
+    """Request rate, errors and latency per revision, and resources per replica, if
+    reported; with ``cpu`` (the previous refresh's samples) CPU shows as a usage rate."""
     out = ""
     for key, title in (("stats", "live traffic"), ("resources", "resources per replica")):
         part = s.get(key) if hasattr(s, "get") else None
         if part:
             rows = records(part)
+            if key == "resources" and cpu is not None:
+                rows = cpu_usage(rows, cpu, time.monotonic())
             out += f"<h4>{title}</h4>" + render.frame_table(pd.DataFrame(rows))
     return out or render.note("live traffic and resources: not reported by this deployment")
 
@@ -194,6 +225,7 @@ class DeploymentView(View):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-view-action")
         self.action: Future[bool] | None = None
         self.samples: deque[dict[str, Any]] = deque(maxlen=SAMPLES_KEPT)
+        self._cpu: dict[str, tuple[float, float]] = {}
         self.timer = Timer(interval, self._tick, self._closed)
         self._autostart = autostart
         self.promote_button = button("Promote step", "promote", style="primary")
@@ -205,12 +237,15 @@ class DeploymentView(View):
         self.scale_button = button("Scale", "scale")
         self.refresh_button = button("Refresh", "refresh")
         self.confirm = Confirm().attach(self)
-        for b, fn in (
-            (self.promote_button, self.dep.promote),
-            (self.pause_button, self.dep.pause),
-            (self.resume_button, self.dep.resume),
-        ):
-            b.on_click(lambda _b, fn=fn, b=b: self._run(b.description.lower(), fn))
+        for b, what, question, fn in (
+            (self.promote_button, "promote", "Move the canary of {} to its next step?",
+             self.dep.promote),
+            (self.pause_button, "pause", "Pause the canary of {} at its step?", self.dep.pause),
+            (self.resume_button, "resume", "Resume the canary of {}?", self.dep.resume),
+        ):  # fmt: skip
+            b.on_click(
+                lambda _b, w=what, q=question, fn=fn: self.ask_steer(w, q.format(dep.name), fn)
+            )
         self.rollback_button.on_click(lambda _b: self.ask_rollback())
         self.scale_button.on_click(lambda _b: self.ask_scale())
         self.refresh_button.on_click(lambda _b: self.refresh())
@@ -245,7 +280,7 @@ class DeploymentView(View):
             self._set("summary", summary_html(self.dep.name, s))
             self._set("traffic", traffic_chart(s) if state not in ("deleted", "stale") else "")
             self._set("revisions", revisions_html(s))
-            self._set("live", live_html(s) if state not in ("deleted", "stale") else "")
+            self._set("live", live_html(s, self._cpu) if state not in ("deleted", "stale") else "")
             self._set("checks", checks_html(self.dep.checks()))
             rollout = _get(s, "rollout")
             running = bool(rollout) and dict(rollout).get("phase") not in (
@@ -263,10 +298,7 @@ class DeploymentView(View):
                 self._closed.set()
 
     def _tick(self) -> None:
-        try:
-            self.refresh()
-        except MlopsError as e:
-            self.say(f"refresh failed: {e}", "error")
+        self.refresh_shown()
 
     def start(self) -> DeploymentView:
         """Start refreshing every ``interval`` seconds (done on first display)."""
@@ -299,6 +331,14 @@ class DeploymentView(View):
         self.action = self._pool.submit(work)
         return self.action
 
+    def ask_steer(self, what: str, question: str, fn: Any) -> None:
+        """Ask ``question`` with a reason box; on Confirm, steer the rollout (audited)."""
+
+        def steer(reason: str) -> None:
+            self._run(what, lambda: fn(reason=reason))
+
+        self.confirm.ask(question, steer)
+
     def ask_rollback(self) -> None:
         def rollback(reason: str) -> None:
             self._run("roll back", lambda: self.dep.rollback(reason=reason))
@@ -308,7 +348,7 @@ class DeploymentView(View):
     def ask_scale(self) -> None:
         n = int(self.replicas.value)
 
-        def scale(_reason: str) -> None:
-            self._run(f"scale to {n}", lambda: self.dep.scale(n))
+        def scale(reason: str) -> None:
+            self._run(f"scale to {n}", lambda: self.dep.scale(n, reason=reason))
 
-        self.confirm.ask(f"Scale {self.dep.name} to {n} replica(s)?", scale, needs_reason=False)
+        self.confirm.ask(f"Scale {self.dep.name} to {n} replica(s)?", scale)

@@ -4,6 +4,11 @@ Numeric features share one set of bins across both sides (so the bars line up);
 categorical features keep the top ``k`` categories by their larger share and fold the
 rest into "other", marking categories that the reference never had.
 
+Both are computed in DuckDB where the data lives: a window of the prediction log is read
+from its Parquet files, an in-memory table (a DataFrame reference) is registered on the
+same connection. What comes back is ``2 * bins`` counts, or ``k + 1`` per side, never
+the raw values.
+
 >>> import numpy as np
 >>> shared_bins(np.array([0.0, 1.0, 2.0]), np.array([2.0, 3.0]), bins=3)[["side", "count"]].values.tolist()
 [['reference', 1], ['reference', 1], ['reference', 1], ['current', 0], ['current', 0], ['current', 2]]
@@ -13,90 +18,219 @@ rest into "other", marking categories that the reference never had.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from ..monitor.drift import Side
 
 BINS = 30
 TOP_K = 10
 UNSEEN = " *"
+SIDES = ("reference", "current")
+HISTOGRAM_COLUMNS = ["lo", "hi", "side", "count", "share"]
+CATEGORY_COLUMNS = ["category", "side", "count", "share", "unseen"]
+T = TypeVar("T")
+# Relations (SQL, parameters) of the reference and the current side on one connection.
+Relations = tuple[tuple[str, list[Any]], tuple[str, list[Any]]]
 
 
-def numbers(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, np.dtype[np.float64]]:
-    arr = np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    result: np.ndarray[Any, np.dtype[np.float64]] = arr[np.isfinite(arr)]
-    return result
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
-def counts(column: pa.ChunkedArray | pa.Array) -> dict[str, int]:
-    vc = pc.value_counts(column.cast(pa.string()).drop_null())
-    values = vc.field("values").to_pylist()
-    return dict(zip(values, vc.field("counts").to_pylist(), strict=True))
+def _on_both(
+    ref: Side, cur: Side, names: list[str], run: Callable[[duckdb.DuckDBPyConnection, Relations], T]
+) -> T:
+    """``run(con, relations)`` on the connection that holds both sides' data."""
+    aliases = ("_mnb_reference", "_mnb_current")
+
+    def go(con: duckdb.DuckDBPyConnection) -> T:
+        try:
+            rels = (ref.relation(con, names, aliases[0]), cur.relation(con, names, aliases[1]))
+            return run(con, rels)
+        finally:
+            for alias in aliases:
+                con.unregister(alias)
+
+    store = ref.store or cur.store
+    if store is not None:
+        return store.read(go)
+    with duckdb.connect() as con:
+        return go(con)
 
 
-def shared_bins(
-    ref: np.ndarray[Any, Any], cur: np.ndarray[Any, Any], bins: int = BINS
-) -> pd.DataFrame:
+# -- numeric: shared bins ---------------------------------------------------------------
+
+
+def _finite(column: str, rels: Relations) -> tuple[str, list[Any]]:
+    """Every finite value of ``column`` on both sides, labelled by side (a subquery)."""
+    x = f"CAST({_quote(column)} AS DOUBLE)"
+    parts = [
+        f"SELECT '{side}' AS side, {x} AS x FROM ({sql}) WHERE isfinite({x})"
+        for side, (sql, _) in zip(SIDES, rels, strict=True)
+    ]
+    return " UNION ALL ".join(parts), [*rels[0][1], *rels[1][1]]
+
+
+def bin_counts(
+    ref: Side, cur: Side, feature: str, bins: int = BINS
+) -> tuple[np.ndarray[Any, Any] | None, pd.DataFrame]:
+    """The shared bin edges and the counts per (side, bin), aggregated in DuckDB.
+
+    The edges are ``bins + 1`` equal steps from the smaller minimum to the larger
+    maximum; a value belongs to the bin whose edges enclose it, the last bin closed on
+    the right, as ``numpy.histogram`` does with the same edges. The frame has a row per
+    side and non-empty bin (at most ``2 * bins``) plus a row per side with its number of
+    finite values (``bin`` = -1). Edges are None when neither side has a finite value.
+    """
+
+    def run(
+        con: duckdb.DuckDBPyConnection, rels: Relations
+    ) -> tuple[np.ndarray[Any, Any] | None, pd.DataFrame]:
+        values, params = _finite(feature, rels)
+        row = con.execute(f"SELECT min(x), max(x) FROM ({values})", params).fetchone()
+        lo, hi = row if row else (None, None)
+        if lo is None:
+            return None, pd.DataFrame(columns=["side", "bin", "count"])
+        if hi <= lo:
+            hi = lo + 1.0
+        edges = np.linspace(lo, hi, bins + 1)
+        # A first guess from the value's position, off by at most one in floating point,
+        # then corrected against the edges themselves so every value lands where numpy
+        # would put it.
+        guess = (
+            f"least(CAST(floor((x - e[1]) / (e[{bins + 1}] - e[1]) * {bins}) AS BIGINT), "
+            f"{bins - 1})"
+        )
+        frame = con.execute(
+            f"""
+            WITH edges AS (SELECT ?::DOUBLE[] AS e),
+                 v AS (SELECT side, x, {guess} AS k FROM ({values}), edges)
+            SELECT side,
+                   k - CASE WHEN x < e[k + 1] THEN 1 ELSE 0 END
+                     + CASE WHEN k < {bins - 1} AND x >= e[k + 2] THEN 1 ELSE 0 END AS bin,
+                   count(*) AS count
+            FROM v, edges GROUP BY ALL
+            UNION ALL
+            SELECT side, -1 AS bin, count(*) AS count FROM ({values}) GROUP BY side
+            """,
+            [edges.tolist(), *params, *params],
+        ).df()
+        return edges, frame
+
+    return _on_both(ref, cur, [feature], run)
+
+
+def histogram(ref: Side, cur: Side, feature: str, bins: int = BINS) -> pd.DataFrame:
     """Counts and shares per side over ``bins`` equal-width bins spanning both sides."""
-    both = [a for a in (ref, cur) if a.size]
-    if not both:
-        return pd.DataFrame(columns=["lo", "hi", "side", "count", "share"])
-    lo = float(min(a.min() for a in both))
-    hi = float(max(a.max() for a in both))
-    if hi <= lo:
-        hi = lo + 1.0
-    edges = np.linspace(lo, hi, bins + 1)
+    edges, counts = bin_counts(ref, cur, feature, bins)
+    if edges is None:
+        return pd.DataFrame(columns=HISTOGRAM_COLUMNS)
+    got = {
+        (side, int(b)): int(n)
+        for side, b, n in zip(counts["side"], counts["bin"], counts["count"], strict=True)
+    }
     frames = []
-    for side, values in (("reference", ref), ("current", cur)):
-        n, _ = np.histogram(values, edges)
+    for side in SIDES:
+        n = np.array([got.get((side, i), 0) for i in range(bins)], dtype=int)
+        total = got.get((side, -1), 0)
         frames.append(
             pd.DataFrame(
                 {
                     "lo": edges[:-1],
                     "hi": edges[1:],
                     "side": side,
-                    "count": n.astype(int),
-                    "share": n / max(int(values.size), 1),
+                    "count": n,
+                    "share": n / max(total, 1),
                 }
             )
         )
     return pd.concat(frames, ignore_index=True)
 
 
-def top_categories(ref: dict[str, int], cur: dict[str, int], k: int = TOP_K) -> pd.DataFrame:
+def shared_bins(
+    ref: np.ndarray[Any, Any], cur: np.ndarray[Any, Any], bins: int = BINS
+) -> pd.DataFrame:
+    """:func:`histogram` of two arrays of numbers."""
+    sides = [
+        Side.of_table(pa.table({"x": np.asarray(a, dtype=float)}), "array") for a in (ref, cur)
+    ]
+    return histogram(sides[0], sides[1], "x", bins)
+
+
+# -- categorical: top k and "other" -----------------------------------------------------
+
+
+def _top_sql(k: int) -> str:
+    """Top ``k`` categories by their larger share, the rest folded into one NULL row,
+    over relations ``r`` and ``c`` of (category, n)."""
+    return f"""
+        j AS (SELECT category, coalesce(r.n, 0) AS ref, coalesce(c.n, 0) AS cur
+              FROM r FULL OUTER JOIN c USING (category)),
+        t AS (SELECT greatest(sum(ref), 1) AS n_ref, greatest(sum(cur), 1) AS n_cur FROM j),
+        ranked AS (
+            SELECT category, ref, cur,
+                   row_number() OVER (ORDER BY greatest(ref / n_ref, cur / n_cur) DESC,
+                                      category) AS rank
+            FROM j, t)
+        SELECT CASE WHEN rank <= {int(k)} THEN category END AS category,
+               sum(ref)::BIGINT AS ref, sum(cur)::BIGINT AS cur, count(*) AS members
+        FROM ranked GROUP BY 1 ORDER BY 1 NULLS LAST
+    """
+
+
+def category_counts(ref: Side, cur: Side, feature: str, k: int = TOP_K) -> pd.DataFrame:
+    """The top ``k`` categories' counts per side, and one row (category NULL) for the
+    rest with how many categories it holds (``members``), aggregated in DuckDB."""
+
+    def run(con: duckdb.DuckDBPyConnection, rels: Relations) -> pd.DataFrame:
+        col = _quote(feature)
+        per = [
+            f"SELECT CAST({col} AS VARCHAR) AS category, count(*) AS n FROM ({sql}) "
+            f"WHERE {col} IS NOT NULL GROUP BY 1"
+            for sql, _ in rels
+        ]
+        sql = f"WITH r AS ({per[0]}), c AS ({per[1]}), {_top_sql(k)}"
+        return con.execute(sql, [*rels[0][1], *rels[1][1]]).df()
+
+    return _on_both(ref, cur, [feature], run)
+
+
+def categories(ref: Side, cur: Side, feature: str, k: int = TOP_K) -> pd.DataFrame:
     """The ``k`` largest categories (by the larger share), the rest as "other"; categories
     absent from the reference end in ``*``."""
-    n_ref, n_cur = max(sum(ref.values()), 1), max(sum(cur.values()), 1)
-    cats = sorted(set(ref) | set(cur))
-    ranked = sorted(cats, key=lambda c: (-max(ref.get(c, 0) / n_ref, cur.get(c, 0) / n_cur), c))
-    kept, rest = sorted(ranked[:k]), ranked[k:]
+    return _category_frame(category_counts(ref, cur, feature, k))
+
+
+def top_categories(ref: dict[str, int], cur: dict[str, int], k: int = TOP_K) -> pd.DataFrame:
+    """:func:`categories` from counts already made (category -> count per side)."""
+    with duckdb.connect() as con:
+        for name, counts in (("r", ref), ("c", cur)):
+            table = pa.table(
+                {
+                    "category": pa.array(list(counts), pa.string()),
+                    "n": pa.array(list(counts.values()), pa.int64()),
+                }
+            )
+            con.register(f"_mnb_{name}", table)
+        sql = f"WITH r AS (FROM _mnb_r), c AS (FROM _mnb_c), {_top_sql(k)}"
+        return _category_frame(con.execute(sql).df())
+
+
+def _category_frame(counts: pd.DataFrame) -> pd.DataFrame:
+    n_ref, n_cur = max(int(counts["ref"].sum()), 1), max(int(counts["cur"].sum()), 1)
     rows = []
-    for cat in kept:
-        name = cat + (UNSEEN if ref.get(cat, 0) == 0 else "")
-        for side, source, n in (("reference", ref, n_ref), ("current", cur, n_cur)):
-            c = int(source.get(cat, 0))
-            rows.append(
-                {
-                    "category": name,
-                    "side": side,
-                    "count": c,
-                    "share": c / n,
-                    "unseen": ref.get(cat, 0) == 0,
-                }
-            )
-    if rest:
-        for side, source, n in (("reference", ref, n_ref), ("current", cur, n_cur)):
-            c = int(sum(source.get(cat, 0) for cat in rest))
-            rows.append(
-                {
-                    "category": f"other ({len(rest)})",
-                    "side": side,
-                    "count": c,
-                    "share": c / n,
-                    "unseen": False,
-                }
-            )
-    return pd.DataFrame(rows, columns=["category", "side", "count", "share", "unseen"])
+    for r in counts.to_dict("records"):
+        other = r["category"] is None or r["category"] is pd.NA or pd.isna(r["category"])
+        unseen = not other and int(r["ref"]) == 0
+        name = f"other ({int(r['members'])})" if other else str(r["category"]) + UNSEEN * unseen
+        for side, key, n in (("reference", "ref", n_ref), ("current", "cur", n_cur)):
+            c = int(r[key])
+            rows.append({"category": name, "side": side, "count": c, "share": c / n,
+                         "unseen": unseen})  # fmt: skip
+    return pd.DataFrame(rows, columns=CATEGORY_COLUMNS)

@@ -140,17 +140,15 @@ def distribution_html(report: DriftReport, feature: str) -> str:
     sides = getattr(report, "_sides", None)
     if sides is None:
         return charts.empty("distributions are available for reports computed in this session")
-    ref_side, cur_side = sides
-    ref_t, cur_t = ref_side.fetch([feature]), cur_side.fetch([feature])
-    if feature not in ref_t.column_names or feature not in cur_t.column_names:
+    ref, cur = sides
+    if feature not in ref.names or feature not in cur.names:
         return charts.empty(f"{escape(feature)} is missing on one side")
-    ref, cur = ref_t.column(feature), cur_t.column(feature)
     kind = report.summary.set_index("feature")["kind"].get(feature, "numeric")
     title = f"{feature}: reference vs current"
     if kind == "numeric":
-        data = distributions.shared_bins(distributions.numbers(ref), distributions.numbers(cur))
+        data = distributions.histogram(ref, cur, feature)
         return charts.svg(charts.histogram(data, title=title))
-    data = distributions.top_categories(distributions.counts(ref), distributions.counts(cur))
+    data = distributions.categories(ref, cur, feature)
     note = " (* not in the reference)" if data["unseen"].any() else ""
     return charts.svg(charts.categories(data, title=title + note))
 

@@ -13,6 +13,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import render
+from ..errors import InvalidArgument
 from ..monitor.metrics import CLASSIFICATION, REGRESSION
 from . import charts
 from .base import View, button
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 
 BUCKETS = ("1m", "5m", "1h", "1d")
 WINDOWS = ("last 1h", "last 24h", "last 7d", "all")
+# Coarser buckets tried, finest first, when the chosen one draws more than a chart takes.
+COARSER = (*BUCKETS, "1w")
+# The latency chart draws p50, p95 and p99: three points per bucket and version.
+POINTS_PER_ROW = 3
 
 
 def quality_metric(frame: pd.DataFrame) -> str | None:
@@ -52,6 +57,11 @@ def totals(frame: pd.DataFrame) -> pd.DataFrame:
             row[metric] = float((g[metric].fillna(0) * weights).sum() / total) if total else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def chart_points(frame: pd.DataFrame) -> int:
+    """Points the widest chart of ``frame`` draws (the latency chart's three percentiles)."""
+    return POINTS_PER_ROW * len(frame)
 
 
 def _series(frame: pd.DataFrame) -> pd.DataFrame:
@@ -147,7 +157,7 @@ class MonitoringView(View):
     """``mon.view()``: one model's traffic and quality per version over a window."""
 
     def __init__(self, mon: Monitor, bucket: str = "1h", over: Any = "last 24h") -> None:
-        super().__init__(["totals", "charts"])
+        super().__init__(["note", "totals", "charts"])
         self.mon = mon
         self.title = f"Monitoring {mon.model}"
         self.bucket_select = widgets.Dropdown(
@@ -160,11 +170,12 @@ class MonitoringView(View):
             description="window",
         )  # fmt: skip
         self.refresh_button = button("Refresh", "refresh")
-        self.refresh_button.on_click(lambda _b: self.refresh())
-        self.bucket_select.observe(lambda _c: self.refresh(), names="value")
-        self.window_select.observe(lambda _c: self.refresh(), names="value")
+        self.refresh_button.on_click(lambda _b: self.refresh_shown())
+        self.bucket_select.observe(lambda _c: self.refresh_shown(), names="value")
+        self.window_select.observe(lambda _c: self.refresh_shown(), names="value")
         self.root.children = [
             widgets.HBox([self.bucket_select, self.window_select, self.refresh_button]),
+            self._panes["note"],
             self._panes["totals"],
             self._panes["charts"],
             self.message,
@@ -172,13 +183,40 @@ class MonitoringView(View):
         self.refresh()
 
     def refresh(self) -> None:
-        frame = self.mon.metrics(self.bucket_select.value, window=self.window_select.value)
-        self.frame = frame
+        chosen = self.bucket_select.value
+        bucket, frame = self._fitting(chosen, self.window_select.value)
+        self.frame, self.bucket = frame, bucket
+        self.message.value = ""
+        if bucket == chosen:
+            self._set("note", "")
+        else:
+            self._set(
+                "note",
+                render.note(
+                    f"{chosen} buckets draw more points than a chart takes "
+                    f"({charts.MAX_ROWS}): showing {bucket} buckets, the finest that fit"
+                ),
+            )
         if frame.empty:
             self._set("totals", render.note(f"no predictions in {self.window_select.label}"))
         else:
             self._set("totals", render.frame_table(totals(frame)))
         self._set("charts", '<div class="mnb-charts">' + "".join(chart_sections(frame)) + "</div>")
+
+    def _fitting(self, chosen: str, window: Any) -> tuple[str, pd.DataFrame]:
+        """The chosen bucket's metrics, or the finest coarser bucket's that a chart takes."""
+        bucket, frame = chosen, self.mon.metrics(chosen, window=window)
+        for coarser in (b for b in COARSER if _span(b) > _span(chosen)):
+            if chart_points(frame) <= charts.MAX_ROWS:
+                break
+            bucket, frame = coarser, self.mon.metrics(coarser, window=window)
+        if chart_points(frame) > charts.MAX_ROWS:
+            raise InvalidArgument(
+                f"even {bucket} buckets over {self.window_select.label} draw "
+                f"{chart_points(frame)} points, more than a chart takes ({charts.MAX_ROWS}); "
+                "choose a shorter window"
+            )
+        return bucket, frame
 
 
 def _span(text: str) -> float:

@@ -8,7 +8,6 @@ the workspace again: changes made by other processes appear.
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
@@ -205,14 +204,9 @@ class RegistryView(View):
         if not alias:
             self.say("type an alias first, e.g. champion", "error")
             return
-        # The reason goes to the audit log when the registry takes one for aliases.
-        takes_reason = "reason" in inspect.signature(model.set_alias).parameters
 
         def set_alias(reason: str) -> str:
-            if takes_reason:
-                model.set_alias(alias, number, reason=reason)  # type: ignore[call-arg]
-            else:
-                model.set_alias(alias, number)
+            model.set_alias(alias, number, reason=reason)
             return f"@{alias} -> {model.name} v{number}"
 
         self.confirm.ask(f"Point @{alias} at {model.name} v{number}?", set_alias)

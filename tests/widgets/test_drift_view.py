@@ -10,7 +10,7 @@ import pytest
 
 import mlops_nb as mnb
 from mlops_nb.widgets import charts, distributions
-from mlops_nb.widgets.drift import ranked
+from mlops_nb.widgets.drift import DriftView, ranked
 
 
 @pytest.fixture
@@ -91,3 +91,48 @@ def test_interactive_charts_load_nothing_from_the_web() -> None:
     assert len(esm) > 100_000  # Vega and Vega-Lite are inside
     assert "cdn.jsdelivr" not in esm and 'from "https://' not in esm
     assert widget.spec["mark"]["type"] == "line"
+
+
+def test_distributions_are_aggregated_in_duckdb(registry: mnb.Workspace) -> None:
+    """A 6,000-row DataFrame reference against a window read from the log's Parquet files."""
+    rng = np.random.default_rng(7)
+    ref = pd.DataFrame({"x": rng.normal(0, 1, 6000), "c": rng.choice(list("abcdefghijklmn"), 6000)})
+    # Values on the edges and a non-finite one, which the chart leaves out as numpy does.
+    ref.loc[:2, "x"] = [ref["x"].min() - 1, ref["x"].max() + 1, np.inf]
+    cur = pd.DataFrame({"x": rng.normal(0.5, 1, 4000), "c": rng.choice(list("abcz"), 4000)})
+    mon = registry.monitor("iris")
+    mon.log(cur, np.zeros(len(cur), dtype=int), version=1)
+    report = mon.drift(ref, "last 24h")
+    ref_side, cur_side = report._sides
+    assert cur_side.store is not None  # the current side lives in the workspace
+
+    edges, rows = distributions.bin_counts(ref_side, cur_side, "x", bins=30)
+    assert len(rows) <= 2 * 30 + 2  # counts per bin and side, not 10,000 raw values
+    data = distributions.histogram(ref_side, cur_side, "x", bins=30)
+    finite = ref["x"][np.isfinite(ref["x"])]
+    expected_edges = np.linspace(min(finite.min(), cur["x"].min()),
+                                 max(finite.max(), cur["x"].max()), 31)  # fmt: skip
+    assert edges is not None and np.array_equal(edges, expected_edges)
+    for side, values in (("reference", finite), ("current", cur["x"])):
+        got = data[data["side"] == side]
+        exact, _ = np.histogram(values, expected_edges)
+        assert got["count"].tolist() == exact.tolist(), side
+        assert got["share"].to_numpy() == pytest.approx(exact / len(values))
+
+    counted = distributions.category_counts(ref_side, cur_side, "c", k=5)
+    assert len(counted) == 6  # five categories and "other"
+    top = distributions.categories(ref_side, cur_side, "c", k=5)
+    expected = distributions.top_categories(ref["c"].value_counts().to_dict(),
+                                            cur["c"].value_counts().to_dict(), k=5)  # fmt: skip
+    pd.testing.assert_frame_equal(top, expected)
+    assert "z *" in top["category"].tolist()
+
+    # Instrumented, not mocked: the view must chart without pulling a side's raw values.
+    def refuse(names: list[str]) -> Any:
+        raise AssertionError(f"raw values of {names} were fetched")
+
+    ref_side._fetch = cur_side._fetch = refuse
+    v = DriftView(report, feature="x")
+    assert v._html["distribution"].startswith("<svg")
+    v.feature_select.value = "c"
+    assert "z *" in v._html["distribution"]

@@ -105,3 +105,35 @@ def test_a_bulk_log_shows_its_chunks(tmp_path: object, capsys: pytest.CaptureFix
         assert len(ws.monitor("m").predictions()) == 5000
     err = capsys.readouterr().err
     assert "log m: 100%" in err and "5/5" in err, err
+
+
+@pytest.mark.parametrize(("exact", "shown"), [(True, "drift: 100%"),
+                                              (False, "drift (streamed): 100%")])  # fmt: skip
+def test_drift_over_many_columns_shows_a_bar(
+    tmp_path: object, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    exact: bool, shown: str,
+) -> None:  # fmt: skip
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from mlops_nb.monitor import compare
+
+    monkeypatch.setenv("MLOPS_NB_PROGRESS", "text")
+    # Shown at once rather than after half a second, so a fast machine shows it too.
+    real_progress, real_bar = compare.progress, compare.Bar
+    monkeypatch.setattr(
+        compare, "progress", lambda it, **kw: real_progress(it, **{**kw, "delay": 0})
+    )
+    monkeypatch.setattr(compare, "Bar", lambda **kw: real_bar(**{**kw, "delay": 0}))
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({f"f{i:02d}": rng.normal(0, 1, 500) for i in range(40)})
+    cur = pd.DataFrame({f"f{i:02d}": rng.normal(0.1, 1, 300) for i in range(40)})
+    with mnb.open(Path(str(tmp_path)) / "w.duckdb", create=True) as ws:
+        ws.model("m").register({"w": 1})
+        report = ws.monitor("m").drift(ref, cur, exact=exact, store=False)
+        assert len(report.summary) == 40
+    err = capsys.readouterr().err
+    assert shown in err, err
+    assert ("40/40" if exact else "1300/1300") in err, err

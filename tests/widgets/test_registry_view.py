@@ -75,6 +75,7 @@ def test_archive_approve_and_alias(registry: mnb.Workspace) -> None:
     v.confirm.reason.value = "the better one"
     v.confirm.confirm.click()
     assert registry.model("iris").aliases() == {"champion": 2}
+    assert _audit(registry)[-1] == ("alias", 2, "@champion", "the better one")
     assert "@champion -&gt; iris v2" in v.message.value
     assert "champion" in v._html["versions"]
 
