@@ -60,16 +60,33 @@ def compute_metrics(mon: Monitor, *, bucket: str, by: str | None, window: Any) -
                {"version," if by else ""}
                count(*) AS count,
                count(*) / {seconds} AS rate_per_s,
-               quantile_cont({latency}, 0.50) AS latency_p50_ms,
-               quantile_cont({latency}, 0.95) AS latency_p95_ms,
-               quantile_cont({latency}, 0.99) AS latency_p99_ms,
+               -- One list of quantiles: each group's latencies are ordered once, not three times.
+               quantile_cont({latency}, [0.50, 0.95, 0.99]) AS latency_q,
                {error} AS error_rate,
                {confidence} AS confidence_mean
         FROM ({sql}) GROUP BY {group} ORDER BY {group}
         """,
         params,
     )
+    quantiles = [
+        list(q) if isinstance(q, list | np.ndarray) else [None] * 3 for q in ops.pop("latency_q")
+    ]
+    at = ops.columns.get_loc("rate_per_s") + 1
+    for i, name in enumerate(["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"]):
+        ops.insert(
+            at + i, name, pd.Series([q[i] for q in quantiles], index=ops.index, dtype="float64")
+        )
     conf_col = "p.confidence" if "confidence" in present else "NULL::DOUBLE"
+    # Without labels there is nothing to join: the join would still read every row's id.
+    has_labels = store.read(
+        lambda con: con.execute(
+            "SELECT EXISTS (SELECT 1 FROM labels WHERE model = ?)", [mon.model]
+        ).fetchone()
+    )
+    if not (has_labels and has_labels[0]):
+        out = ops.copy()
+        out["labelled"] = 0
+        return out.reset_index(drop=True)
     labelled = store.query_df(
         f"""
         SELECT time_bucket(to_microseconds({int(seconds * 1e6)}), p.timestamp) AS bucket,
