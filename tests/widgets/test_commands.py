@@ -77,7 +77,7 @@ def test_monitor_breach_exits_non_zero_and_still_writes_the_report(tmp_path: Pat
 def test_monitor_needs_a_real_notebook(tmp_path: Path) -> None:
     done = _cli("monitor", "--model", "x", "--notebook", str(tmp_path / "nope.ipynb"),
                 cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 1
+    assert done.returncode == 2  # a failure, not a breach
     assert "does not exist" in done.stderr
 
 
