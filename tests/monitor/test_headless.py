@@ -112,3 +112,13 @@ def test_a_missing_s3_notebook_or_a_malformed_address_exits_2_naming_it(
     assert done.returncode == 2
     assert "error: expected s3://bucket/prefix, got 's3:///runs'" in done.stderr
     assert keys(s3_endpoint, name) == []
+
+
+def test_a_missing_workspace_exits_2_and_creates_nothing(tmp_path: Path, s3_endpoint: str) -> None:
+    name = bucket(s3_endpoint)
+    done = run([*CLI, "monitor", "-w", str(tmp_path / "typo.duckdb"), "--model", MODEL,
+                "--out", f"s3://{name}/runs"], s3_endpoint, tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: the run failed (not a threshold breach): WorkspaceMissing:" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert len(keys(s3_endpoint, name)) == 2  # the failed run's notebook is the evidence
