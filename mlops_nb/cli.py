@@ -180,29 +180,43 @@ def _parameters(pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
 @main.command()
 @click.option("--model", required=True, help="Model to monitor.")
 @click.option("-p", "--parameter", "params", type=(str, str), multiple=True,
-              help="A notebook parameter: -p current 'last 6h' -p drift_share 0.3.")  # fmt: skip
+              help="A notebook parameter: -p current 'last 6h' -p max_error_rate 0.01.")  # fmt: skip
 @click.option("--out", "out_dir", default="monitoring-runs", show_default=True,
-              help="Folder for the executed notebook and its HTML report.")  # fmt: skip
-@click.option("--notebook", default=None, help="Monitoring notebook (default: the project's).")
+              help="Folder, or s3://bucket/prefix, for the executed notebook and its HTML "
+              "report (S3: one <prefix>/<model>/<start UTC>/ key per run).")  # fmt: skip
+@click.option("--notebook", default=None,
+              help="Monitoring notebook, a path or s3://... (default: the project's).")  # fmt: skip
 @click.pass_context
 def monitor(ctx: click.Context, model: str, params: tuple[tuple[str, str], ...], out_dir: str,
             notebook: str | None) -> None:  # fmt: skip
-    """Run the monitoring notebook for MODEL; exit 1 when a threshold is breached."""
+    """Run the monitoring notebook for MODEL headless and write its report.
+
+    \b
+    Exit status: 0 healthy; 1 a threshold was breached (the report is written);
+    2 the run failed for another reason (no such model or workspace, a cell
+    raised, bad parameters, the upload failed).
+    """
     from pathlib import Path
 
-    from .reports import execute
+    from .monitor.headless import BREACHED, HEALTHY, run
 
-    source = Path(notebook) if notebook else _project_notebook("monitoring.ipynb")
     values = {"workspace": str(Path(ctx.obj["workspace"]).resolve()), "model": model,
               "fail_on_drift": True, **_parameters(params)}  # fmt: skip
-    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
-    result = execute(source, out_dir, values, name=f"{model}-{stamp}")
-    click.echo(f"executed notebook: {result.notebook}")
-    click.echo(f"HTML report:       {result.html}")
-    if result.error is not None:
-        click.echo(f"breach: {result.error.ename}: {result.error.evalue}", err=True)
-        sys.exit(1)
-    click.echo(f"{model}: no threshold breached")
+    try:
+        source = notebook or str(_project_notebook("monitoring.ipynb"))
+        outcome = run(source, model, values, out_dir)
+    except MlopsError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"executed notebook: {outcome.notebook}")
+    click.echo(f"HTML report:       {outcome.html}")
+    if outcome.status == HEALTHY:
+        click.echo(f"{model}: no threshold breached")
+    elif outcome.status == BREACHED:
+        click.echo(f"breach: {outcome.message}", err=True)
+    else:
+        click.echo(f"error: the run failed (not a threshold breach): {outcome.message}", err=True)
+    sys.exit(outcome.status)
 
 
 def _project_notebook(name: str) -> Any:

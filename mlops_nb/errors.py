@@ -36,6 +36,7 @@ builtin fits, it is mixed in so ``except LookupError`` and friends keep working:
     │   ├── PipelineBusy             (another run holds the pipeline, policy 'refuse')
     │   └── PipelineRunNotFound      (+ LookupError)
     ├── NotebookFailed               (a headless notebook run stopped at a cell)
+    ├── ThresholdBreached            (a monitoring run found drift or a metric past its limit)
     └── ArtifactError
         ├── ArtifactMissing          (+ FileNotFoundError)
         ├── IntegrityError
@@ -83,6 +84,7 @@ __all__ = [
     "RolloutFailed",
     "SchemaTooNew",
     "StorageError",
+    "ThresholdBreached",
     "VersionNotFound",
     "WorkspaceBusy",
     "WorkspaceCorrupt",
@@ -267,6 +269,14 @@ class NotebookFailed(MlopsError):
         super().__init__(message)
         self.ename = ename
         self.evalue = evalue
+
+
+class ThresholdBreached(MlopsError):
+    """A monitoring run found drift or a metric past its threshold; the message names each.
+
+    ``mlops-nb monitor`` exits 1 when its notebook raises this (any other failure exits 2),
+    so a scheduler tells a breach from a crash.
+    """
 
 
 class ArtifactError(MlopsError):

@@ -1,4 +1,9 @@
-"""Blobs in S3 (or any S3-compatible store) through boto3."""
+"""Blobs in S3 (or any S3-compatible store) through boto3, and plain file copies to and from it.
+
+Endpoint, region and credentials come from boto3's own configuration: ``AWS_ENDPOINT_URL``
+(or ``AWS_ENDPOINT_URL_S3``), ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, a profile,
+or ``client_kwargs``.
+"""
 
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ class S3Store(ArtifactStore):
             if code in {"404", "NoSuchBucket"}:
                 return StorageError(
                     f"S3 bucket {self.bucket!r} does not exist: create it or fix the "
-                    f"artifact URI {self.uri!r}"
+                    f"address {self.uri!r}"
                 )
             if code in {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
                 return StorageError(
@@ -152,3 +157,29 @@ class S3Store(ArtifactStore):
             raise self._explain(e, f"download {key}") from e
         except Exception as e:
             raise self._explain(e, f"download {key}") from e
+
+
+def upload(
+    files: dict[str, Path], uri: str, client_kwargs: dict[str, Any] | None = None
+) -> list[str]:
+    """Copy each local file to ``<uri>/<key>``; returns the addresses, in order.
+
+    Raises :class:`StorageError` saying what to fix (bucket, credentials, endpoint).
+    """
+    store = S3Store(uri, client_kwargs)
+    for key, path in files.items():
+        store._upload(path, key)
+    return [f"{store.uri}/{key}" for key in files]
+
+
+def download(uri: str, dest: Path, client_kwargs: dict[str, Any] | None = None) -> Path:
+    """Copy the object at ``s3://bucket/key`` to the local file ``dest``."""
+    folder, _, name = uri.rstrip("/").rpartition("/")
+    if not name or folder in ("s3:", "s3:/"):
+        raise InvalidArgument(f"expected s3://bucket/key of a file, got {uri!r}")
+    store = S3Store(folder, client_kwargs)
+    try:
+        store._download(name, dest)
+    except ArtifactMissing as e:
+        raise StorageError(f"nothing at {uri}: check the bucket and key") from e
+    return dest

@@ -84,7 +84,7 @@ def test_strong_drift_fails_the_run_and_is_stored(tmp_path: Path) -> None:
 
     with pytest.raises(PapermillExecutionError) as failed:
         _run(tmp_path, workspace=str(path), model=MODEL, fail_on_drift=True)
-    assert failed.value.ename == "DriftDetected"
+    assert failed.value.ename == "ThresholdBreached"
     assert "iris: drifted: 4 of 4 features" in failed.value.evalue
 
     # The executed notebook is written up to the failing cell.
@@ -142,12 +142,17 @@ def test_spool_is_ingested_before_the_checks(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     ids = _spool_file(spool, X, clf, 200)
 
-    nb = _run(tmp_path, workspace=str(path), model=MODEL, spool=str(spool), fail_on_drift=True)
+    nb = _run(tmp_path, workspace=str(path), model=MODEL, spool=str(spool), fail_on_drift=True,
+              max_error_rate=0.01, max_p95_ms=10, min_accuracy=0.9)  # fmt: skip
     assert "spool: 1 file(s) found, 1 new, 200 predictions added" in _stdout(nb, "ingest")
     assert "reference: training data of v1, 150 rows; current: last 24h, 200 rows" in _stdout(
         nb, "drift"
     )
-    assert "iris: no drift; the run passes" in _stdout(nb, "gate")
+    gate = _stdout(nb, "gate")
+    assert "iris: no drift; the run passes" in gate
+    # The spooled predictions have no labels yet: accuracy is not judged, and says so.
+    assert "min_accuracy: no labelled predictions in the window; not judged" in gate
+    assert "breach" not in gate
 
     with mnb.open(path) as ws:
         mon = ws.monitor(MODEL)
@@ -156,3 +161,37 @@ def test_spool_is_ingested_before_the_checks(tmp_path: Path) -> None:
         assert logged["version"].tolist() == [1] * 200
         assert mon.files()["source"].tolist() == ["spool"]
         assert len(mon.history()) == 1
+
+
+def test_metric_thresholds_fail_the_run_naming_each_breach(tmp_path: Path) -> None:
+    path, X, clf = _workspace(tmp_path)
+    rows = _traffic(X, 200, shift_sd=0.0, seed=5)
+    predicted = clf.predict(rows)
+    with mnb.open(path) as ws:
+        mon = ws.monitor(MODEL)
+        ids = mon.log(
+            rows, predicted, version=1, latency_ms=[300.0] * 200, timestamps=_recent(200, seed=6),
+            errors=["timeout" if i % 10 == 0 else None for i in range(200)],
+        )  # fmt: skip
+        mon.log_labels(ids, (predicted + 1) % 3)  # every label disagrees with its prediction
+
+    with pytest.raises(PapermillExecutionError) as failed:
+        _run(tmp_path, workspace=str(path), model=MODEL, max_error_rate=0.05, max_p95_ms=250,
+             min_accuracy=0.5)  # fmt: skip
+    assert failed.value.ename == "ThresholdBreached"
+    assert failed.value.evalue == (
+        "iris: error rate 0.1 > max_error_rate 0.05; p95 latency 300 ms > max_p95_ms 250; "
+        "accuracy 0 < min_accuracy 0.5 (200 labelled)"
+    )
+    gate = _stdout(nb := nbformat.read(tmp_path / "monitoring-out.ipynb", as_version=4), "gate")
+    assert "breach: error rate 0.1 > max_error_rate 0.05" in gate
+    assert "breach: p95 latency 300 ms > max_p95_ms 250" in gate
+    assert nb.cells[-1].outputs[-1]["ename"] == "ThresholdBreached"
+
+
+def test_a_threshold_of_the_wrong_kind_fails_the_run_naming_it(tmp_path: Path) -> None:
+    path, _, _ = _workspace(tmp_path)
+    with pytest.raises(PapermillExecutionError) as failed:
+        _run(tmp_path, workspace=str(path), model=MODEL, max_error_rate="lots")
+    assert failed.value.ename == "InvalidArgument"
+    assert "max_error_rate must be a number in [0, 1]" in failed.value.evalue

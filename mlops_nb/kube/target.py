@@ -8,6 +8,7 @@ Kubernetes(namespace='ml', context=None, image='registry.example/mlops-nb:0.2', 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +40,8 @@ class Kubernetes(Target):
     ``"argo-rollouts"`` (a Rollout whose analysis reads ``prometheus``). ``resources``
     and ``autoscale=(min, max, cpu_percent)`` apply to every deployment made with this
     target; ``kubeconfig``/``context`` (or ``api_client``) say which cluster.
+    ``workspace_claim`` names the PersistentVolumeClaim that holds the workspace file (at
+    ``workspace_path`` in the pod), which scheduled monitoring (``mon.schedule``) mounts.
     """
 
     kind: ClassVar[str] = "kubernetes"
@@ -55,6 +58,8 @@ class Kubernetes(Target):
     s3_secret: str | None = None
     service_account: str | None = None
     artifact_volume: dict[str, Any] | None = field(default=None, hash=False)
+    workspace_claim: str | None = None
+    workspace_path: str = "/workspace/mlops.duckdb"
     resources: dict[str, str] | None = field(default=None, hash=False)
     autoscale: tuple[int, int, int] | None = None
     steps: tuple[int, ...] = (10, 50, 100)
@@ -78,6 +83,17 @@ class Kubernetes(Target):
                 "traffic='argo-rollouts' needs prometheus='http://...': the analysis runs in the "
                 "cluster and reads the servers' error rate from Prometheus"
             )
+        if self.workspace_claim is not None and not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", self.workspace_claim
+        ):
+            raise InvalidArgument(f"workspace_claim {self.workspace_claim!r} is not a valid "
+                                  "PersistentVolumeClaim name; try "
+                                  f"{n.k8s_name(self.workspace_claim, 253)!r}")  # fmt: skip
+        folder, _, file = self.workspace_path.rpartition("/")
+        if not self.workspace_path.startswith("/") or not folder or not file:
+            raise InvalidArgument(f"workspace_path must be an absolute file path below a mount "
+                                  f"folder, like '/workspace/mlops.duckdb', got "
+                                  f"{self.workspace_path!r}")  # fmt: skip
         if self.autoscale is not None:
             low, high, cpu = _triple(self.autoscale)
             object.__setattr__(self, "autoscale", (low, high, cpu))

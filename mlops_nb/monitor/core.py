@@ -55,10 +55,15 @@ class Monitor:
     def schedule(
         self, notebook: str, every: str = "1h", *, target: Any, **options: Any
     ) -> dict[str, Any]:
-        """Run ``notebook`` every ``every`` on ``target`` (``mnb.Kubernetes``: a CronJob)."""
+        """Run ``notebook`` for this model every ``every`` on ``target``.
+
+        On ``mnb.Kubernetes(workspace_claim=...)`` this is a CronJob running
+        ``mlops-nb monitor`` (see :mod:`mlops_nb.kube.cron`); ``output="s3://..."``,
+        ``parameters={...}`` and ``dry_run=True`` are among its options.
+        """
         from ..kube.cron import schedule
 
-        return schedule(notebook, target, every=every, **options)
+        return schedule(notebook, target, model=self.model, every=every, **options)
 
     # -- catalog -------------------------------------------------------------------------
 

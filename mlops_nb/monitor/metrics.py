@@ -71,11 +71,9 @@ def compute_metrics(mon: Monitor, *, bucket: str, by: str | None, window: Any) -
     quantiles = [
         list(q) if isinstance(q, list | np.ndarray) else [None] * 3 for q in ops.pop("latency_q")
     ]
-    at = ops.columns.get_loc("rate_per_s") + 1
     for i, name in enumerate(["latency_p50_ms", "latency_p95_ms", "latency_p99_ms"]):
-        ops.insert(
-            at + i, name, pd.Series([q[i] for q in quantiles], index=ops.index, dtype="float64")
-        )
+        ops[name] = pd.Series([q[i] for q in quantiles], index=ops.index, dtype="float64")
+    ops = ops[columns]
     conf_col = "p.confidence" if "confidence" in present else "NULL::DOUBLE"
     # Without labels there is nothing to join: the join would still read every row's id.
     has_labels = store.read(

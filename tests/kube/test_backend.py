@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from mlops_nb.deploy.target import DesiredState, RevisionSpec
 from mlops_nb.kube import Kubernetes, schedule
 from mlops_nb.kube.backend import KubernetesBackend
 from mlops_nb.kube.emulator import Emulator
+
+from .test_emulator import kubectl
 
 
 @pytest.fixture
@@ -215,17 +218,29 @@ def test_api_errors_become_clear_sdk_errors(
 def test_cronjob_is_applied_and_dry_run_persists_nothing(
     sim: Emulator, sk8s: Kubernetes, local_ws: mnb.Workspace
 ) -> None:
-    k8s = dataclasses.replace(sk8s, spool="s3://b/spool")
-    schedule("notebooks/monitoring.ipynb", k8s, every="15m", dry_run=True)
+    k8s = dataclasses.replace(sk8s, spool="s3://b/spool", workspace_claim="mlops-ws")
+    schedule("notebooks/monitoring.ipynb", k8s, model="iris", every="15m", dry_run=True)
     assert sim.store.list(sim.kind("batch/v1", "CronJob"), "ml") == []
-    stored = schedule("notebooks/monitoring.ipynb", k8s, every="15m")
+    stored = schedule("notebooks/monitoring.ipynb", k8s, model="iris", every="15m")
     assert stored["spec"]["schedule"] == "*/15 * * * *"
     assert stored["metadata"]["managedFields"][0]["manager"] == "mlops-nb"
     [cj] = sim.store.list(sim.kind("batch/v1", "CronJob"), "ml")
     assert cj["spec"]["concurrencyPolicy"] == "Forbid"
     stored = local_ws.monitor("iris").schedule("nb/drift.ipynb", every="6h", target=k8s)
     assert stored["spec"]["schedule"] == "0 */6 * * *"
+    args = stored["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:5] == ["monitor", "--workspace", "/workspace/mlops.duckdb", "--model", "iris"]
+    assert args[args.index("--out") + 1] == "s3://b/spool/runs"
     assert len(sim.store.list(sim.kind("batch/v1", "CronJob"), "ml")) == 2
+    if shutil.which("kubectl"):
+        # kubectl reads back what the SDK applied: the pod runs mlops-nb on the mounted claim.
+        name = stored["metadata"]["name"]
+        shown = kubectl(Path(str(k8s.kubeconfig)), "get", "cronjob", name, "-o", "json")
+        pod = json.loads(shown.stdout)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["containers"][0]["command"] == ["mlops-nb"]
+        assert pod["containers"][0]["args"] == args
+        claim = {"name": "workspace", "persistentVolumeClaim": {"claimName": "mlops-ws"}}
+        assert claim in pod["volumes"]
 
 
 def test_blue_green_switches_the_service_selector_and_keeps_green_until_the_primary_has_it(

@@ -173,23 +173,55 @@ def test_a_typo_in_a_crd_object_is_caught_by_the_schema_check() -> None:
         validate(route)
 
 
-def test_cronjob_runs_papermill_with_the_safety_settings(local_ws: mnb.Workspace) -> None:
-    k8s = Kubernetes(namespace="ml", image="img:1", s3_secret="s3-creds")
-    cj = cronjob("s3://b/notebooks/monitoring.ipynb", k8s, every="1h", output="s3://b/runs",
-                 parameters={"model": "iris"})  # fmt: skip
+def test_cronjob_runs_mlops_nb_monitor_on_the_mounted_workspace(local_ws: mnb.Workspace) -> None:
+    k8s = Kubernetes(namespace="ml", image="img:1", s3_secret="s3-creds",
+                     workspace_claim="mlops-ws", workspace_path="/data/ws/mlops.duckdb")  # fmt: skip
+    cj = cronjob("s3://b/notebooks/monitoring.ipynb", k8s, model="iris", every="1h",
+                 output="s3://b/runs", parameters={"max_error_rate": 0.01, "current": "last 6h"})  # fmt: skip
     validate(cj)
     spec = cj["spec"]
     assert spec["schedule"] == "0 * * * *" and spec["concurrencyPolicy"] == "Forbid"
     assert (
         spec["startingDeadlineSeconds"] == 600 and spec["jobTemplate"]["spec"]["backoffLimit"] == 2
     )
-    script = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][2]
-    assert script.startswith("exec papermill --log-output s3://b/notebooks/monitoring.ipynb")
-    assert '"s3://b/runs/monitor-monitoring/$(date' in script and "-p model iris" in script
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["mlops-nb"]
+    assert container["args"] == [
+        "monitor", "--workspace", "/data/ws/mlops.duckdb", "--model", "iris",
+        "--notebook", "s3://b/notebooks/monitoring.ipynb", "--out", "s3://b/runs",
+        "-p", "current", "last 6h", "-p", "max_error_rate", "0.01",
+    ]  # fmt: skip
+    # The claim is mounted read-write where workspace_path points; /tmp is the only other
+    # writable place, and HOME and the Jupyter folders are in it.
+    claim = {"name": "workspace", "persistentVolumeClaim": {"claimName": "mlops-ws"}}
+    assert claim in pod["volumes"]
+    mounts = {v["name"]: v for v in container["volumeMounts"]}
+    assert mounts["workspace"] == {"name": "workspace", "mountPath": "/data/ws"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["HOME"] == "/tmp" and env["JUPYTER_RUNTIME_DIR"].startswith("/tmp/")
+    assert all(v.startswith("/tmp") for v in env.values())
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert cj["metadata"]["name"] == "monitor-iris-monitoring"
+
+
+def test_cronjob_refuses_what_cannot_run_with_the_fix() -> None:
+    k8s = Kubernetes(namespace="ml", workspace_claim="mlops-ws")
+    with pytest.raises(mnb.InvalidArgument, match=r"workspace_claim='<PersistentVolumeClaim"):
+        cronjob("nb.ipynb", Kubernetes(), model="iris", output="s3://b/r")
     with pytest.raises(mnb.InvalidArgument, match="output="):
-        cronjob("nb.ipynb", Kubernetes())
+        cronjob("nb.ipynb", k8s, model="iris")
+    with pytest.raises(mnb.InvalidArgument, match="output must be s3://"):
+        cronjob("nb.ipynb", k8s, model="iris", output="/runs")
     with pytest.raises(mnb.InvalidArgument, match="every"):
-        cronjob("nb.ipynb", k8s, every="7m", output="s3://b/r")
+        cronjob("nb.ipynb", k8s, model="iris", every="7m", output="s3://b/r")
+    with pytest.raises(mnb.InvalidArgument, match=r"\['model'\] are set by the schedule"):
+        cronjob("nb.ipynb", k8s, model="iris", output="s3://b/r", parameters={"model": "x"})
+    with pytest.raises(mnb.InvalidArgument, match="workspace_claim 'My_WS'"):
+        Kubernetes(workspace_claim="My_WS")
+    with pytest.raises(mnb.InvalidArgument, match="workspace_path must be an absolute"):
+        Kubernetes(workspace_claim="ws", workspace_path="mlops.duckdb")
 
 
 def test_bad_configuration_is_refused_with_the_fix() -> None:

@@ -68,16 +68,16 @@ def test_monitor_breach_exits_non_zero_and_still_writes_the_report(tmp_path: Pat
     done = _cli("--workspace", str(path), "monitor", "--model", MODEL, "--out",
                 str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "breach: DriftDetected: iris: drifted: 4 of 4 features" in done.stderr
+    assert "breach: ThresholdBreached: iris: drifted: 4 of 4 features" in done.stderr
     html = next((tmp_path / "runs").glob("*.html")).read_text()
-    assert "DriftDetected" in html and "<svg" in html
+    assert "ThresholdBreached" in html and "<svg" in html
     assert "drifted: 4 of 4 features" in html
 
 
 def test_monitor_needs_a_real_notebook(tmp_path: Path) -> None:
     done = _cli("monitor", "--model", "x", "--notebook", str(tmp_path / "nope.ipynb"),
                 cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 1
+    assert done.returncode == 2  # a failure, not a breach
     assert "does not exist" in done.stderr
 
 
