@@ -124,8 +124,9 @@ class Recorder:
         self.store.write(lambda con: self._set(con, stage, {"status": status, **values}))
 
     def attempt_started(
-        self, stage: str, attempt: int, log_path: str, cache_key: str | None
-    ) -> None:
+        self, stage: str, attempt: int, log_path: str, cache_key: str | None,
+        cache_note: str | None = None,
+    ) -> None:  # fmt: skip
         def write(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(
                 "INSERT INTO pipeline_attempts (run_id, stage, attempt, verdict, started_at, "
@@ -133,8 +134,9 @@ class Recorder:
                 [self.run_id, stage, attempt, now(), log_path],
             )
             con.execute("UPDATE pipeline_stages SET attempts = ?, status = 'running', cache_key = ?, "
-                        "started_at = coalesce(started_at, ?) WHERE run_id = ? AND stage = ?",
-                        [attempt, cache_key, now(), self.run_id, stage])  # fmt: skip
+                        "cache_note = ?, started_at = coalesce(started_at, ?) "
+                        "WHERE run_id = ? AND stage = ?",
+                        [attempt, cache_key, cache_note, now(), self.run_id, stage])  # fmt: skip
 
         self.store.write(write)
 

@@ -24,6 +24,10 @@ Our own keys: top-level ``concurrency``, ``max_parallel``, ``params``; per stage
 ``webhook``, a mapping with ``url``, ``secret_env`` and ``slack``. ``${VAR}`` in a
 notification value is read from the environment. Unknown keys are errors naming the key
 and its line; YAML syntax errors give line and column.
+
+A stage is skipped as cached only when it declares ``inputs`` (the files it reads) or
+sets ``cache: true`` (its key is then its script, params, environment and upstream
+outputs only); any other stage runs every time.
 """
 
 from __future__ import annotations
@@ -143,7 +147,7 @@ def _stage(doc: _Doc) -> Stage:
             retry_backoff=doc.value("retry_backoff_seconds", 1.0),
             retry_backoff_max=doc.value("retry_backoff_max_seconds", 60.0),
             retry_on=doc.value("retry_on", ("error", "timeout")),
-            inputs=doc.value("inputs") or (), cache=bool(doc.value("cache", True)), line=doc.line,
+            inputs=doc.value("inputs") or (), cache=doc.value("cache"), line=doc.line,
         )  # fmt: skip
     except PipelineSpecError as e:
         raise PipelineSpecError(f"{doc.file}:{doc.line}: {e}", doc.line) from e

@@ -49,6 +49,8 @@ TABLES = [
         duration_s DOUBLE,
         PRIMARY KEY (run_id, stage)
     )""",
+    # Workspaces made before stages recorded why they were not cached gain the column.
+    "ALTER TABLE pipeline_stages ADD COLUMN IF NOT EXISTS cache_note VARCHAR",
     """CREATE TABLE IF NOT EXISTS pipeline_attempts (
         run_id VARCHAR NOT NULL,
         stage VARCHAR NOT NULL,
