@@ -222,15 +222,25 @@ def _api_client(target: Any) -> Any:
                             "kubeconfig path, or set KUBECONFIG") from e  # fmt: skip
 
 
-def submit(p: Pipeline, target: Any = None, *, namespace: str = "default", schedule: str | None = None,
-           **options: Any) -> dict[str, Any]:  # fmt: skip
+def _namespace(target: Any, namespace: str | None) -> str:
+    """The namespace given, else the target's (a Kubernetes target has one), else default."""
+    if namespace is not None:
+        return namespace
+    own = getattr(target, "namespace", None)
+    return own if isinstance(own, str) and own else "default"
+
+
+def submit(p: Pipeline, target: Any = None, *, namespace: str | None = None,
+           schedule: str | None = None, **options: Any) -> dict[str, Any]:  # fmt: skip
     """Create the Workflow (or, with ``schedule``, the CronWorkflow) through the official
     client's CustomObjectsApi; ``target`` is an ApiClient, an object with an ``api_client``
     (such as a Kubernetes target), or a kubeconfig path (None: the default kubeconfig).
-    Returns the created object as the API server answered it."""
+    It goes to ``namespace``, else the target's namespace (``mnb.Kubernetes(namespace=)``),
+    else ``default``. Returns the created object as the API server answered it."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
+    namespace = _namespace(target, namespace)
     body = cron_workflow(p, schedule, **options) if schedule else workflow(p, **options)
     plural = "cronworkflows" if schedule else "workflows"
     api = client.CustomObjectsApi(_api_client(target))

@@ -257,3 +257,32 @@ def test_submit_reaches_an_api_server_and_kubectl_reads_it_back(
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         assert got.stdout == "0 3 * * *"
+
+
+def test_submit_to_a_kubernetes_target_uses_its_namespace(
+    pipeline: mnb.Pipeline, tmp_path: Path
+) -> None:
+    """The target's namespace wins over the kubeconfig's (default) and an explicit one over
+    both; the emulator lists what was created, namespace by namespace."""
+    from kubernetes import client
+
+    from mlops_nb.kube.emulator import Emulator
+
+    with Emulator(namespaces=("default", "ml", "other")) as emu:
+        kubeconfig = emu.kubeconfig(tmp_path / "kubeconfig")
+        target = mnb.Kubernetes(namespace="ml", kubeconfig=str(kubeconfig))
+        created = pipeline.submit(target)
+        explicit = pipeline.submit(target, namespace="other")
+        config = client.Configuration()
+        config.host = emu.url
+        read = client.CustomObjectsApi(client.ApiClient(config))
+
+        def names(namespace: str) -> list[str]:
+            found = read.list_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", namespace, "workflows"
+            )
+            return [item["metadata"]["name"] for item in found["items"]]
+
+        assert names("ml") == [created["metadata"]["name"]]
+        assert names("other") == [explicit["metadata"]["name"]]
+        assert names("default") == []
