@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..events import now
-from . import cache, process
+from . import cache, process, reaper
 from .context import ENV, StageContext, StageOutputs, read_values
 from .recorder import Recorder
 from .records import Attempt
@@ -93,8 +93,13 @@ class StageRunner:
         self.rec.attempt_started(stage.name, n, str(log), key, stage.cache_note)
         try:
             argv = self._argv(stage, n)
+
+            def started(pid: int) -> None:
+                self.rec.attempt_process(stage.name, n, pid, reaper.start_time(pid))
+
             result = process.run(argv, cwd=self.folder(stage.name), env=self._env(stage, n, env),
-                                 log=log, timeout=stage.timeout_seconds, cancel=self.cancel)  # fmt: skip
+                                 log=log, timeout=stage.timeout_seconds, cancel=self.cancel,
+                                 on_start=started)  # fmt: skip
         except Exception as e:
             why = f"could not start: {type(e).__name__}: {e}"
             with open(log, "a") as f:

@@ -67,6 +67,9 @@ TABLES = [
         error VARCHAR,
         PRIMARY KEY (run_id, stage, attempt)
     )""",
+    # Where each attempt's process group runs, so that an abandoned run's can be killed.
+    "ALTER TABLE pipeline_attempts ADD COLUMN IF NOT EXISTS pid INTEGER",
+    "ALTER TABLE pipeline_attempts ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
     """CREATE TABLE IF NOT EXISTS pipeline_cache (
         pipeline VARCHAR NOT NULL,
         stage VARCHAR NOT NULL,
