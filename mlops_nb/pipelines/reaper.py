@@ -1,6 +1,13 @@
-"""Stage processes do not outlive the runner that started them.
+"""Stage processes do not outlive their stage, nor the runner that started them.
 
-Two guards, because a runner killed with SIGKILL cannot clean up after itself:
+While a stage runs, :class:`Descendants` notes every process below it (on each poll) and,
+when it ends, also finds those that carry the attempt's token in their environment (a
+child that escaped with ``setsid`` and whose parent exited between two polls). What is
+still running when the stage ends is killed, except services started with
+``MLOPS_NB_DETACHED=1`` in their environment (a deployment's router and controller), which
+are meant to outlive the stage.
+
+Two more guards, because a runner killed with SIGKILL cannot clean up after itself:
 
 - On Linux each stage process asks the kernel for SIGKILL when the thread that started it
   dies (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec). That reaches the stage's
@@ -16,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -23,6 +31,8 @@ from collections.abc import Callable
 import psutil
 
 _PR_SET_PDEATHSIG = 1
+DETACHED = "MLOPS_NB_DETACHED"
+TOKEN = "MLOPS_NB_ATTEMPT_TOKEN"
 # Start times are compared as the recorder does: psutil reads them in clock ticks.
 _SAME_START = 1.0
 
@@ -89,12 +99,74 @@ def reap(pgid: int, started: float, grace: float = 2.0) -> int:
     if leader is not None and abs(leader - started) >= _SAME_START:
         return 0
     members = _group(pgid, started)
-    for p in members:
+    _stops(members, grace)
+    return len(members)
+
+
+def _running(p: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    return False
+
+
+def _detached(p: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return p.environ().get(DETACHED) == "1"
+    return False
+
+
+def _stops(processes: list[psutil.Process], grace: float) -> None:
+    for p in processes:
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    _, alive = psutil.wait_procs(members, timeout=grace)
+    _, alive = psutil.wait_procs(processes, timeout=grace)
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(alive, timeout=grace)
-    return len(members)
+
+
+class Descendants:
+    """The processes below one stage process, remembered as they are seen.
+
+    psutil handles keep each process's start time, so a pid reused after one of them
+    ended is never taken for it.
+    """
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(16)
+        self.root: psutil.Process | None = None
+        self.seen: set[psutil.Process] = set()
+
+    def env(self) -> dict[str, str]:
+        """What the stage's environment gets so that its descendants can be found."""
+        return {TOKEN: self.token}
+
+    def watch(self, pid: int) -> None:
+        with contextlib.suppress(psutil.Error):
+            self.root = psutil.Process(pid)
+
+    def refresh(self) -> None:
+        if self.root is not None:
+            with contextlib.suppress(psutil.Error):
+                self.seen.update(self.root.children(recursive=True))
+
+    def _marked(self) -> list[psutil.Process]:
+        if self.root is None:
+            return []
+        since = self.root.create_time() - _SAME_START
+        found = []
+        for p in psutil.process_iter(["create_time"]):
+            if p == self.root or (p.info["create_time"] or 0) < since:
+                continue
+            with contextlib.suppress(psutil.Error):
+                if p.environ().get(TOKEN) == self.token:
+                    found.append(p)
+        return found
+
+    def kill_survivors(self, grace: float) -> int:
+        """Kill what the stage left running (detached services aside); returns how many."""
+        found = {p for p in self.seen | set(self._marked()) if p != self.root}
+        alive = [p for p in found if _running(p) and not _detached(p)]
+        _stops(alive, grace)
+        return len(alive)

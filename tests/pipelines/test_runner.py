@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 import mlops_nb as mnb
@@ -156,6 +158,50 @@ def test_children_left_running_are_killed_when_the_stage_exits(
     assert r.status().status == "succeeded"
     assert gone(int(pid_file.read_text()))
     assert "left running" in str(r.attempts("fork")[0].error)
+
+
+@pytest.mark.parametrize("linger", ["", "sleep 0.5;"], ids=["exits-at-once", "lingers"])
+def test_children_that_escape_with_setsid_are_killed_when_the_stage_exits(
+    ws: mnb.Workspace, project: Path, linger: str
+) -> None:
+    # Once the stage has exited, the escaped sleep is nobody's child here: the fixture that
+    # checks for leftovers cannot see it, so the test looks for it by pid.
+    pid_file = project / "pid"
+    p = mnb.Pipeline(name="escape", base_dir=project, stages=[
+        mnb.Stage("fork", script=f"setsid sleep 1000 & echo $! > {pid_file}; {linger} exit 0"),
+    ])  # fmt: skip
+    r = run(p, ws)
+    pid = int(pid_file.read_text())
+    try:
+        assert r.status().status == "succeeded"
+        assert gone(pid), "the setsid child outlived its stage"
+        assert "left running" in str(r.attempts("fork")[0].error)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+
+
+def test_a_detached_service_outlives_its_stage(ws: mnb.Workspace, project: Path) -> None:
+    """What a stage starts with MLOPS_NB_DETACHED=1 (a deployment's router) stays up."""
+    pid_file = project / "pid"
+    # Started the way a deployment starts its router: a session of its own, the marker set.
+    write(project, "serve.py", f"""\
+import os, subprocess
+env = {{**os.environ, "MLOPS_NB_DETACHED": "1"}}
+proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
+open({str(pid_file)!r}, "w").write(str(proc.pid))
+""")  # fmt: skip
+    p = mnb.Pipeline(
+        name="service", base_dir=project, stages=[mnb.Stage("serve", script="serve.py")]
+    )
+    r = run(p, ws)
+    service = psutil.Process(int(pid_file.read_text()))
+    try:
+        assert r.status().status == "succeeded" and service.is_running()
+        assert r.attempts("serve")[0].error is None
+    finally:
+        service.kill()
+        service.wait(30)
 
 
 def test_failure_stops_dependents_not_independent_branches(
