@@ -117,6 +117,57 @@ def test_retry_condition_limits_what_is_retried(ws: mnb.Workspace, project: Path
     assert [a.exit_code for a in r.attempts("transient")] == [75, 75, 75]
 
 
+def test_a_timeout_is_retried_when_retry_on_names_it(ws: mnb.Workspace, project: Path) -> None:
+    # The first attempt hangs past its timeout; the second finds the marker and finishes.
+    marker = project / "tried"
+    hang_once = f"if [ -e {marker} ]; then echo second; else touch {marker}; exec sleep 1000; fi"
+    p = mnb.Pipeline(name="slow", base_dir=project, stages=[
+        mnb.Stage("slow", script=hang_once, timeout_minutes=0.02, retry_count=1,
+                  retry_backoff=0, retry_on=["timeout"], cache=False),
+        mnb.Stage("broken", script="exit 1", retry_count=2, retry_backoff=0,
+                  retry_on=["timeout"]),
+    ])  # fmt: skip
+    r = run(p, ws)
+    assert [a.verdict for a in r.attempts("slow")] == ["timeout", "succeeded"]
+    assert r.status().stages["slow"].status == "succeeded" and r.logs("slow").strip() == "second"
+    # An ordinary failure is not a timeout: not retried.
+    assert [a.verdict for a in r.attempts("broken")] == ["failed"]
+
+
+def test_a_callable_retry_on_decides_from_the_attempt(ws: mnb.Workspace, project: Path) -> None:
+    seen: list[tuple[str, int | None]] = []
+
+    def transient(attempt: object) -> bool:
+        seen.append((attempt.stage, attempt.exit_code))  # type: ignore[attr-defined]
+        return attempt.exit_code == 75  # type: ignore[attr-defined]
+
+    count = project / "count"
+    flaky = f"echo x >> {count}; [ $(wc -l < {count}) -ge 3 ] || exit 75"
+    p = mnb.Pipeline(name="decide", base_dir=project, stages=[
+        mnb.Stage("flaky", script=flaky, retry_count=5, retry_backoff=0, retry_on=transient),
+        mnb.Stage("fatal", script="exit 3", retry_count=5, retry_backoff=0, retry_on=transient),
+    ])  # fmt: skip
+    r = run(p, ws)
+    assert [a.exit_code for a in r.attempts("flaky")] == [75, 75, 0]
+    assert r.status().stages["flaky"].status == "succeeded"
+    assert [a.exit_code for a in r.attempts("fatal")] == [3]
+    assert sorted(seen) == [("fatal", 3), ("flaky", 75), ("flaky", 75)]
+
+
+def test_a_stage_environment_mapping_reaches_its_process(ws: mnb.Workspace, project: Path) -> None:
+    write(project, "pipeline.yaml", """\
+name: envs
+environment_variables: {REGION: eu, MODEL_NAME: iris}
+stages:
+  - name: show
+    script: 'echo "$REGION $MODEL_NAME $THRESHOLD"'
+    environment: {MODEL_NAME: iris-v2, THRESHOLD: 0.9}
+""")  # fmt: skip
+    r = run(mnb.Pipeline.from_yaml(project / "pipeline.yaml"), ws)
+    # The stage's mapping adds to the pipeline's variables and wins where both name one.
+    assert r.logs("show").strip() == "eu iris-v2 0.9"
+
+
 def test_timeout_kills_the_whole_process_group(ws: mnb.Workspace, project: Path) -> None:
     pids = project / "pids"
     write(
