@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ws = mnb.open(root / "mlops.duckdb")
         chain = mnb.Pipeline(name="chain", max_parallel=1, base_dir=root, stages=[
-            mnb.Stage(f"s{i}", script="true", dependencies=[f"s{i - 1}"] if i else [])
+            mnb.Stage(f"s{i}", script="true", dependencies=[f"s{i - 1}"] if i else [], cache=True)
             for i in range(n)])  # fmt: skip
         wide = mnb.Pipeline(name="wide", max_parallel=2, base_dir=root,
                             stages=[mnb.Stage(f"w{i}", script="true", cache=False) for i in range(n)])  # fmt: skip

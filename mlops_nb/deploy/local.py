@@ -28,6 +28,7 @@ import httpx
 import psutil
 
 from ..errors import DeploymentError, InvalidArgument
+from ..pipelines.reaper import DETACHED
 from ..serve.spec import ServeSpec
 from .options import REPLACE_UNREADY_AFTER, spec_options
 from .router import free_port
@@ -105,7 +106,8 @@ class LocalBackend(Backend):
         state_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         token = secrets.token_hex(16)
-        env = {**os.environ, "MLOPS_NB_ROUTER_TOKEN": token}
+        # Detached: a pipeline stage that deploys leaves the router (and its replicas) up.
+        env = {**os.environ, "MLOPS_NB_ROUTER_TOKEN": token, DETACHED: "1"}
         with open(state_dir / "router.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mlops_nb.deploy.router", "--port", str(port),

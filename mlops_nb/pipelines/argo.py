@@ -7,6 +7,11 @@ their dependencies. Params become workflow parameters (passed to the stage as
 ``MLOPS_NB_PARAM_<NAME>`` and ``MLOPS_NB_PARAMS``, as in local runs); each stage's working
 folder is an output artifact (on S3 when ``s3=`` is given, else in the cluster's default
 artifact repository) and an input artifact of its dependents at ``/work/inputs/<stage>``.
+``MLOPS_NB_PARAMS`` comes from one more workflow parameter, ``mlops-nb-params``: the params
+as JSON, encoded here so that no value can break it (Argo substitutes text as it is).
+Overriding a param at submit time means setting both (``-p data=x -p
+mlops-nb-params='{"data": "x"}'``). ``retry_on`` maps to a ``retryStrategy`` expression:
+a timeout is an attempt whose message names its deadline.
 
 >>> import mlops_nb as mnb
 >>> p = mnb.Pipeline(name="nightly", stages=[mnb.Stage("a", script="echo hi", retry_count=2)])
@@ -22,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +48,34 @@ _POLICY = {
 }
 
 
+PARAMS = "mlops-nb-params"
+# Argo's node message when a template's activeDeadlineSeconds passes ("Pod was active on
+# the node longer than the specified deadline", or "Step exceeded its deadline").
+_DEADLINE = "lastRetry.message matches 'deadline'"
+
+
 def _param(name: str) -> str:
     return "{{workflow.parameters." + name + "}}"
+
+
+def _retry_expression(conditions: Sequence[str | int]) -> str | None:
+    """An expression retrying just what ``retry_on`` accepts; None when it accepts all.
+
+    >>> _retry_expression(["timeout"])
+    "lastRetry.message matches 'deadline'"
+    >>> _retry_expression([75])
+    "!(lastRetry.message matches 'deadline') && asInt(lastRetry.exitCode) in [75]"
+    """
+    error, timeout = "error" in conditions, "timeout" in conditions
+    if error and timeout:
+        return None
+    if error:
+        return f"!({_DEADLINE})"
+    codes = [c for c in conditions if isinstance(c, int)]
+    failures = f"!({_DEADLINE}) && asInt(lastRetry.exitCode) in {codes}" if codes else None
+    if timeout:
+        return f"{_DEADLINE} || ({failures})" if failures else _DEADLINE
+    return failures or "false"
 
 
 def _command(stage: Stage, code: str, params: Mapping[str, Any]) -> list[str]:
@@ -74,9 +105,8 @@ def _template(p: Pipeline, stage: Stage, image: str, code: str, params: Mapping[
     env = {**p.environment_variables, **stage.env}
     values = [{"name": k, "value": v} for k, v in env.items()]
     values += [{"name": f"MLOPS_NB_PARAM_{k.upper()}", "value": _param(k)} for k in params]
-    encoded = "{" + ", ".join(f'"{k}": "{_param(k)}"' for k in params) + "}"
     values += [
-        {"name": "MLOPS_NB_PARAMS", "value": encoded},
+        {"name": "MLOPS_NB_PARAMS", "value": _param(PARAMS) if params else "{}"},
         {"name": "MLOPS_NB_PIPELINE_RUN", "value": "{{workflow.name}}"},
         {"name": "MLOPS_NB_PIPELINE", "value": p.name},
         {"name": "MLOPS_NB_STAGE", "value": stage.name},
@@ -108,6 +138,7 @@ def _template(p: Pipeline, stage: Stage, image: str, code: str, params: Mapping[
         # An IntOrString in Argo; its schema types it as a string.
         template["activeDeadlineSeconds"] = str(max(1, math.ceil(stage.timeout_seconds)))
     if stage.retry_count:
+        # A callable cannot run in Argo's controller: every failure is retried there.
         conditions = stage.retry_on if not callable(stage.retry_on) else ("error", "timeout")
         strategy: dict[str, Any] = {
             "limit": str(stage.retry_count),
@@ -115,9 +146,9 @@ def _template(p: Pipeline, stage: Stage, image: str, code: str, params: Mapping[
             "backoff": {"duration": f"{stage.retry_backoff:g}s", "factor": "2",
                         "cap": f"{stage.retry_backoff_max:g}s"},
         }  # fmt: skip
-        codes = [c for c in conditions if isinstance(c, int)]
-        if "error" not in conditions and codes:
-            strategy["expression"] = f"asInt(lastRetry.exitCode) in {codes}"
+        expression = _retry_expression(tuple(conditions))
+        if expression is not None:
+            strategy["expression"] = expression
         template["retryStrategy"] = strategy
     return template
 
@@ -139,10 +170,12 @@ def _spec(p: Pipeline, *, params: Mapping[str, Any] | None, image: str, code_dir
         "templates": [{"name": "main", "dag": {"tasks": tasks}}]
         + [_template(p, s, image, code_dir, values, s3) for s in p.stages],
     }
+    if PARAMS in values:
+        raise PipelineError(f"{PARAMS!r} is the parameter that carries every param: rename yours")
     if values:
         spec["arguments"] = {"parameters": [
             {"name": k, "value": v if isinstance(v, str) else json.dumps(v)} for k, v in values.items()
-        ]}  # fmt: skip
+        ] + [{"name": PARAMS, "value": json.dumps(values)}]}  # fmt: skip
     if service_account:
         spec["serviceAccountName"] = service_account
     return spec
@@ -222,15 +255,25 @@ def _api_client(target: Any) -> Any:
                             "kubeconfig path, or set KUBECONFIG") from e  # fmt: skip
 
 
-def submit(p: Pipeline, target: Any = None, *, namespace: str = "default", schedule: str | None = None,
-           **options: Any) -> dict[str, Any]:  # fmt: skip
+def _namespace(target: Any, namespace: str | None) -> str:
+    """The namespace given, else the target's (a Kubernetes target has one), else default."""
+    if namespace is not None:
+        return namespace
+    own = getattr(target, "namespace", None)
+    return own if isinstance(own, str) and own else "default"
+
+
+def submit(p: Pipeline, target: Any = None, *, namespace: str | None = None,
+           schedule: str | None = None, **options: Any) -> dict[str, Any]:  # fmt: skip
     """Create the Workflow (or, with ``schedule``, the CronWorkflow) through the official
     client's CustomObjectsApi; ``target`` is an ApiClient, an object with an ``api_client``
     (such as a Kubernetes target), or a kubeconfig path (None: the default kubeconfig).
-    Returns the created object as the API server answered it."""
+    It goes to ``namespace``, else the target's namespace (``mnb.Kubernetes(namespace=)``),
+    else ``default``. Returns the created object as the API server answered it."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
+    namespace = _namespace(target, namespace)
     body = cron_workflow(p, schedule, **options) if schedule else workflow(p, **options)
     plural = "cronworkflows" if schedule else "workflows"
     api = client.CustomObjectsApi(_api_client(target))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..events import now
-from . import cache, process
+from . import cache, process, reaper
 from .context import ENV, StageContext, StageOutputs, read_values
 from .recorder import Recorder
 from .records import Attempt
@@ -50,7 +50,7 @@ class StageRunner:
         work.mkdir(parents=True, exist_ok=True)
         env = {**self.p.environment_variables, **stage.env}
         key = None
-        if stage.cache:
+        if stage.caches:
             upstream = {d: cache.folder_digest(self.folder(d)) for d in stage.dependencies}
             key = cache.key(stage, self.base, self.params, env, upstream)
             hit = None if self.force else self.cache.lookup(self.p.name, name, key)
@@ -90,11 +90,16 @@ class StageRunner:
                  key: str | None) -> tuple[Attempt, process.ProcessResult | None]:  # fmt: skip
         log = self.run_dir / ".logs" / f"{stage.name}.{n}.log"
         log.write_bytes(b"")
-        self.rec.attempt_started(stage.name, n, str(log), key)
+        self.rec.attempt_started(stage.name, n, str(log), key, stage.cache_note)
         try:
             argv = self._argv(stage, n)
+
+            def started(pid: int) -> None:
+                self.rec.attempt_process(stage.name, n, pid, reaper.start_time(pid))
+
             result = process.run(argv, cwd=self.folder(stage.name), env=self._env(stage, n, env),
-                                 log=log, timeout=stage.timeout_seconds, cancel=self.cancel)  # fmt: skip
+                                 log=log, timeout=stage.timeout_seconds, cancel=self.cancel,
+                                 on_start=started)  # fmt: skip
         except Exception as e:
             why = f"could not start: {type(e).__name__}: {e}"
             with open(log, "a") as f:

@@ -5,6 +5,11 @@ and values) are copied from the cache into the new run. The key covers the stage
 command and code (the script or notebook file's bytes, a callable's source), the run's
 params, the environment it gets, the digests of the files its ``inputs`` globs match, and
 the outputs its dependencies produced in this run (so an upstream change reruns it).
+
+Files a stage reads without declaring them are not in the key. So only a stage that
+declares ``inputs`` is cached by default; ``cache=True`` caches a stage without them, on
+the promise that its code, params, environment and upstream outputs are all it reads
+(see :attr:`~mlops_nb.pipelines.stage.Stage.caches`).
 """
 
 from __future__ import annotations

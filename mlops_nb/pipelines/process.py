@@ -7,7 +7,11 @@ blocks on a full pipe: the first ``max_log_bytes`` go to the log file, the last
 ``tail_bytes`` are kept in memory for the store. On timeout or cancel the descendants are
 collected from the process tree (which also finds those that started their own session,
 such as Jupyter kernels), the group gets SIGTERM, then SIGKILL after ``grace`` seconds.
-When the child exits on its own, whatever it left running in its group is killed too.
+When the child exits on its own, whatever it left running is killed too: its group, and
+the descendants that left the group (:class:`~mlops_nb.pipelines.reaper.Descendants`).
+On Linux the child also dies with the thread that started it (see
+:mod:`~mlops_nb.pipelines.reaper`), and ``on_start`` receives its pid (its group's id) so
+that the caller can record it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from .reaper import Descendants, die_with_parent
 
 _CHUNK = 65536
 
@@ -118,22 +124,34 @@ def run(
     max_log_bytes: int = 64 * 1024 * 1024,
     tail_bytes: int = 16 * 1024,
     grace: float = 3.0,
+    on_start: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` to completion, timeout or cancel; never leaves a process behind."""
     started = time.monotonic()
+    below = Descendants()
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=write_fd,
-            stderr=write_fd, start_new_session=True,
+            list(argv), cwd=cwd, env={**env, **below.env()}, stdin=subprocess.DEVNULL, stdout=write_fd,
+            stderr=write_fd, start_new_session=True, preexec_fn=die_with_parent(),
         )  # fmt: skip
     except OSError:
         os.close(read_fd)
         raise
     finally:
         os.close(write_fd)
+    below.watch(proc.pid)
     drain = _Drain(read_fd, log, max_log_bytes, tail_bytes)
     drain.start()
+    if on_start is not None:
+        try:
+            on_start(proc.pid)
+        except BaseException:
+            # Not recorded means not findable later: do not leave it running.
+            kill_tree(proc, grace)
+            drain.stop.set()
+            drain.join()
+            raise
     timed_out = cancelled = False
     leftovers = 0
     deadline = None if timeout is None else started + timeout
@@ -145,7 +163,9 @@ def run(
         else:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(0.1)
+            below.refresh()
             continue
+        below.refresh()
         kill_tree(proc, grace)
         break
     else:
@@ -153,6 +173,8 @@ def run(
         if _group_alive(proc.pid):
             leftovers = 1
             _signal_group(proc.pid, signal.SIGKILL)
+    # Nor do those that left the group (setsid) or whose parent has already exited.
+    leftovers += below.kill_survivors(grace)
     duration = time.monotonic() - started
     drain.join(timeout=5)
     # A descendant that escaped the group may still hold the pipe: stop reading anyway.

@@ -2,7 +2,8 @@
 
 Another process (``mlops-nb pipeline runs``, a notebook watching the run) reads these
 rows while the run goes on. A run's row carries its host and process id, so a run whose
-process died is recognised and marked ``abandoned`` by the next run of the pipeline.
+process died is recognised and marked ``abandoned`` by the next run of the pipeline, which
+also kills the process groups of that run's attempts that were still running.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import psutil
 from ..errors import PipelineBusy
 from ..events import now
 from ..store import Store
-from . import tables
+from . import reaper, tables
 from .process import ProcessResult
 from .records import Attempt
 
@@ -48,8 +49,10 @@ class Recorder:
         self, pipeline: str, policy: str, row: dict[str, Any], skip_reason: str | None
     ) -> str:
         """Insert the run's row; returns its first status after applying ``policy``."""
+        orphans: list[tuple[int, float]] = []
 
         def write(con: duckdb.DuckDBPyConnection) -> str:
+            orphans.clear()
             active = con.execute(
                 "SELECT id, host, pid, pid_started FROM pipeline_runs WHERE pipeline = ? AND status IN "
                 "('running', 'queued') ORDER BY started_at",
@@ -65,6 +68,7 @@ class Recorder:
                         "is gone', finished_at = ? WHERE id = ?",
                         [now(), run_id],
                     )
+                    orphans.extend(self._abandon_attempts(con, run_id))
             status, reason = "running", None
             if skip_reason:
                 status, reason = "skipped", skip_reason
@@ -92,7 +96,25 @@ class Recorder:
             )  # fmt: skip
             return status
 
-        return self.store.write(write)
+        status = self.store.write(write)
+        for pgid, started in orphans:
+            reaper.reap(pgid, started)
+        return status
+
+    @staticmethod
+    def _abandon_attempts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, float]]:
+        """Mark the run's running attempts abandoned; returns their (pgid, start time)."""
+        rows = con.execute(
+            "SELECT pid, pid_started FROM pipeline_attempts WHERE run_id = ? AND verdict = "
+            "'running' AND pid IS NOT NULL AND pid_started IS NOT NULL",
+            [run_id],
+        ).fetchall()
+        con.execute(
+            "UPDATE pipeline_attempts SET verdict = 'abandoned', error = ? WHERE run_id = ? "
+            "AND verdict = 'running'",
+            ["the run's process is gone; the stage's processes were killed", run_id],
+        )
+        return [(int(pid), float(started)) for pid, started in rows]
 
     def try_start(self, pipeline: str) -> bool:
         """A queued run starts once no earlier run of the pipeline is in progress."""
@@ -124,8 +146,9 @@ class Recorder:
         self.store.write(lambda con: self._set(con, stage, {"status": status, **values}))
 
     def attempt_started(
-        self, stage: str, attempt: int, log_path: str, cache_key: str | None
-    ) -> None:
+        self, stage: str, attempt: int, log_path: str, cache_key: str | None,
+        cache_note: str | None = None,
+    ) -> None:  # fmt: skip
         def write(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(
                 "INSERT INTO pipeline_attempts (run_id, stage, attempt, verdict, started_at, "
@@ -133,10 +156,21 @@ class Recorder:
                 [self.run_id, stage, attempt, now(), log_path],
             )
             con.execute("UPDATE pipeline_stages SET attempts = ?, status = 'running', cache_key = ?, "
-                        "started_at = coalesce(started_at, ?) WHERE run_id = ? AND stage = ?",
-                        [attempt, cache_key, now(), self.run_id, stage])  # fmt: skip
+                        "cache_note = ?, started_at = coalesce(started_at, ?) "
+                        "WHERE run_id = ? AND stage = ?",
+                        [attempt, cache_key, cache_note, now(), self.run_id, stage])  # fmt: skip
 
         self.store.write(write)
+
+    def attempt_process(self, stage: str, attempt: int, pid: int, started: float | None) -> None:
+        """The attempt's process (also its process group) and when it started."""
+        self.store.write(
+            lambda con: con.execute(
+                "UPDATE pipeline_attempts SET pid = ?, pid_started = ? "
+                "WHERE run_id = ? AND stage = ? AND attempt = ?",
+                [pid, started, self.run_id, stage, attempt],
+            )
+        )
 
     def attempt_finished(self, attempt: Attempt, result: ProcessResult | None,
                          final: dict[str, Any] | None) -> None:  # fmt: skip

@@ -61,6 +61,7 @@ class StageStatus(_Mapping):
     dependencies: tuple[str, ...] = ()
     kind: str = ""
     cached_from: str | None = None
+    cache_note: str | None = None
 
 
 @dataclass(frozen=True, eq=True)
@@ -104,8 +105,8 @@ def read_status(store: Store, run_id: str) -> RunStatus:
             [run_id],
         ).fetchone()
         rows = con.execute(
-            "SELECT stage, status, attempts, exit_code, duration_s, outputs, error, cached_from "
-            "FROM pipeline_stages WHERE run_id = ?",
+            "SELECT stage, status, attempts, exit_code, duration_s, outputs, error, cached_from, "
+            "cache_note FROM pipeline_stages WHERE run_id = ?",
             [run_id],
         ).fetchall()
         return run, rows
@@ -121,7 +122,7 @@ def read_status(store: Store, run_id: str) -> RunStatus:
         stages[node["name"]] = StageStatus(
             node["name"], r[1] if r else "pending", r[2] if r else 0, r[3] if r else None,
             r[4] if r else None, json.loads(r[5]) if r and r[5] else {}, r[6] if r else None,
-            tuple(node["dependencies"]), node["kind"], r[7] if r else None,
+            tuple(node["dependencies"]), node["kind"], r[7] if r else None, r[8] if r else None,
         )  # fmt: skip
     return RunStatus(run[0], run[1], run[2], run[3], json.loads(run[4]), run[5], run[6], run[7],
                      run[8], stages, run[10])  # fmt: skip

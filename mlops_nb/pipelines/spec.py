@@ -24,6 +24,10 @@ Our own keys: top-level ``concurrency``, ``max_parallel``, ``params``; per stage
 ``webhook``, a mapping with ``url``, ``secret_env`` and ``slack``. ``${VAR}`` in a
 notification value is read from the environment. Unknown keys are errors naming the key
 and its line; YAML syntax errors give line and column.
+
+A stage is skipped as cached only when it declares ``inputs`` (the files it reads) or
+sets ``cache: true`` (its key is then its script, params, environment and upstream
+outputs only); any other stage runs every time.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ STAGE = {"name", "script", "notebook", "environment", "dependencies", "timeout_m
 NOTIFY = {"email", "slack", "webhook", "on"}
 EMAIL = {"to", "host", "port", "starttls", "username", "password_env", "sender"}
 WEBHOOK = {"url", "secret_env", "slack"}
+TRIGGER = {"branch", "paths"}
 
 
 class _Doc:
@@ -91,19 +96,25 @@ def _env(value: Any) -> Any:
     return os.path.expandvars(value) if isinstance(value, str) else value
 
 
+def _settings(doc: _Doc, key: str, allowed: set[str]) -> dict[str, Any] | None:
+    """A notifier's settings: a mapping checked key by key (each on its own line), or None
+    when ``key`` is absent or is not a mapping (a shorthand such as a list or a URL)."""
+    node = doc.nodes.get(key)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    sub = _Doc(node, allowed, f"notifications.{key}", doc.file)
+    return {k: _env(sub.value(k)) for k in sub.nodes}
+
+
 def _notifiers(doc: _Doc) -> list[Notifier]:
     on = doc.value("on", ["success", "failure"])
     out: list[Notifier] = []
+    email_settings = _settings(doc, "email", EMAIL)
+    hook_settings = _settings(doc, "webhook", WEBHOOK)
     try:
         email = doc.value("email")
         if email is not None:
-            if isinstance(email, dict):
-                unknown = set(email) - EMAIL
-                if unknown:
-                    raise PipelineSpecError(f"unknown email key {sorted(unknown)[0]!r}")
-                settings = {k: _env(v) for k, v in email.items()}
-            else:
-                settings = {"to": email}
+            settings = email_settings if email_settings is not None else {"to": email}
             for k, var in (("host", "MLOPS_NB_SMTP_HOST"), ("port", "MLOPS_NB_SMTP_PORT")):
                 if k not in settings and os.environ.get(var):
                     settings[k] = os.environ[var]
@@ -114,19 +125,24 @@ def _notifiers(doc: _Doc) -> list[Notifier]:
         if slack is not None:
             out.append(Webhook(url=_env(slack), slack=True, on=tuple(on)))
         hook = doc.value("webhook")
-        if hook is not None:
-            if isinstance(hook, dict):
-                unknown = set(hook) - WEBHOOK
-                if unknown:
-                    raise PipelineSpecError(f"unknown webhook key {sorted(unknown)[0]!r}")
-                secret = os.environ.get(hook["secret_env"]) if hook.get("secret_env") else None
-                out.append(Webhook(url=_env(hook.get("url", "")), slack=bool(hook.get("slack")),
-                                   secret=secret, on=tuple(on)))  # fmt: skip
-            else:
-                out.append(Webhook(url=_env(hook), on=tuple(on)))
+        if hook_settings is not None:
+            env = hook_settings.get("secret_env")
+            secret = os.environ.get(env) if env else None
+            out.append(Webhook(url=hook_settings.get("url", ""), slack=bool(hook_settings.get("slack")),
+                               secret=secret, on=tuple(on)))  # fmt: skip
+        elif hook is not None:
+            out.append(Webhook(url=_env(hook), on=tuple(on)))
     except (ValueError, TypeError) as e:
         raise PipelineSpecError(f"{doc.file}:{doc.line}: notifications: {e}", doc.line) from e
     return out
+
+
+def _trigger(top: _Doc) -> Any:
+    """The trigger's value, its keys checked on their own lines when it is a mapping."""
+    node = top.nodes.get("trigger")
+    if isinstance(node, yaml.MappingNode):
+        _Doc(node, TRIGGER, "trigger", top.file)
+    return top.value("trigger")
 
 
 def _stage(doc: _Doc) -> Stage:
@@ -143,7 +159,7 @@ def _stage(doc: _Doc) -> Stage:
             retry_backoff=doc.value("retry_backoff_seconds", 1.0),
             retry_backoff_max=doc.value("retry_backoff_max_seconds", 60.0),
             retry_on=doc.value("retry_on", ("error", "timeout")),
-            inputs=doc.value("inputs") or (), cache=bool(doc.value("cache", True)), line=doc.line,
+            inputs=doc.value("inputs") or (), cache=doc.value("cache"), line=doc.line,
         )  # fmt: skip
     except PipelineSpecError as e:
         raise PipelineSpecError(f"{doc.file}:{doc.line}: {e}", doc.line) from e
@@ -171,7 +187,7 @@ def loads(text: str, file: str = "<string>", base_dir: Path | None = None) -> Pi
     notifiers = _notifiers(_Doc(notify, NOTIFY, "notifications", file)) if notify else []
     try:
         return Pipeline(
-            stages=stages, name=str(top.value("name", "pipeline")), trigger=top.value("trigger"),
+            stages=stages, name=str(top.value("name", "pipeline")), trigger=_trigger(top),
             environment_variables=top.value("environment_variables") or {},
             notifications=notifiers, concurrency=top.value("concurrency", "allow"),
             max_parallel=top.value("max_parallel", 4), params=top.value("params") or {},

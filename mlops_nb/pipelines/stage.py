@@ -40,9 +40,19 @@ class Stage:
     ``retry_count`` extra attempts are made after a failure that ``retry_on`` accepts
     ("error": a non-zero exit, "timeout", an exit code, or a callable taking the
     :class:`~mlops_nb.pipelines.records.Attempt`), waiting ``retry_backoff`` seconds,
-    doubled each time up to ``retry_backoff_max``. ``inputs`` are file globs (relative
-    to the pipeline's folder) whose digests join the cache key with the params and the
-    code; ``cache=False`` always runs the stage.
+    doubled each time up to ``retry_backoff_max``.
+
+    Caching: a stage that declares ``inputs`` (file globs relative to the pipeline's
+    folder) is skipped, with its earlier outputs, while the digests of those files, its
+    code, the params, its environment and its dependencies' outputs are unchanged. A stage
+    without ``inputs`` reads files nobody declared, so it runs every time unless
+    ``cache=True`` says its code, params, environment and upstream outputs are all it
+    depends on. ``cache=False`` always runs the stage.
+
+    >>> Stage("prep", script="prep.py", inputs=["data/*.csv"]).caches
+    True
+    >>> Stage("prep", script="prep.py").caches, Stage("prep", script="prep.py", cache=True).caches
+    (False, True)
     """
 
     name: str
@@ -58,7 +68,7 @@ class Stage:
     retry_backoff_max: float = 60.0
     retry_on: Sequence[str | int] | Callable[[Any], bool] = RETRY_CONDITIONS
     inputs: Sequence[str] = ()
-    cache: bool = True
+    cache: bool | None = None
     line: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +96,10 @@ class Stage:
             self, "dependencies", _names(self.dependencies, "dependencies", self.name)
         )
         object.__setattr__(self, "inputs", _names(self.inputs, "inputs", self.name))
+        if self.cache is not None and not isinstance(self.cache, bool):
+            err(
+                f"cache must be true, false or left out (cached when inputs are declared), got {self.cache!r}"
+            )
         if not isinstance(self.parameters, Mapping):
             err("parameters must be a mapping of names to values")
         if self.environment is not None and not isinstance(self.environment, str | Mapping):
@@ -129,6 +143,20 @@ class Stage:
         if self.notebook is not None or file.endswith(".ipynb"):
             return "notebook"
         return "python" if file.endswith(".py") else "shell"
+
+    @property
+    def caches(self) -> bool:
+        """Whether a cache hit may skip this stage: ``cache``, else whether it has ``inputs``."""
+        return bool(self.inputs) if self.cache is None else self.cache
+
+    @property
+    def cache_note(self) -> str | None:
+        """Why this stage is never skipped as cached, or None when it may be."""
+        if self.caches:
+            return None
+        if self.cache is False:
+            return "not cached: cache is false"
+        return "not cached: no inputs declared (declare inputs, or set cache: true)"
 
     @property
     def file(self) -> str | None:

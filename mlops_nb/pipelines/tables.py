@@ -49,6 +49,8 @@ TABLES = [
         duration_s DOUBLE,
         PRIMARY KEY (run_id, stage)
     )""",
+    # Workspaces made before stages recorded why they were not cached gain the column.
+    "ALTER TABLE pipeline_stages ADD COLUMN IF NOT EXISTS cache_note VARCHAR",
     """CREATE TABLE IF NOT EXISTS pipeline_attempts (
         run_id VARCHAR NOT NULL,
         stage VARCHAR NOT NULL,
@@ -65,6 +67,9 @@ TABLES = [
         error VARCHAR,
         PRIMARY KEY (run_id, stage, attempt)
     )""",
+    # Where each attempt's process group runs, so that an abandoned run's can be killed.
+    "ALTER TABLE pipeline_attempts ADD COLUMN IF NOT EXISTS pid INTEGER",
+    "ALTER TABLE pipeline_attempts ADD COLUMN IF NOT EXISTS pid_started DOUBLE",
     """CREATE TABLE IF NOT EXISTS pipeline_cache (
         pipeline VARCHAR NOT NULL,
         stage VARCHAR NOT NULL,

@@ -8,6 +8,10 @@ small stand-in API server on 127.0.0.1 that records the request: it checks the c
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -97,7 +101,10 @@ def test_workflow_manifest(schema: dict[str, Any], pipeline: mnb.Pipeline) -> No
     assert (
         wf["metadata"]["generateName"] == "iris-training-" and wf["metadata"]["namespace"] == "ml"
     )
-    assert spec["arguments"]["parameters"] == [{"name": "data", "value": "2026-12"}]
+    assert spec["arguments"]["parameters"] == [
+        {"name": "data", "value": "2026-12"},
+        {"name": "mlops-nb-params", "value": '{"data": "2026-12"}'},
+    ]
     tasks = {t["name"]: t for t in spec["templates"][0]["dag"]["tasks"]}
     assert tasks["report"]["dependencies"] == ["train", "validate"]
     assert tasks["report"]["arguments"]["artifacts"][0] == {
@@ -108,7 +115,9 @@ def test_workflow_manifest(schema: dict[str, Any], pipeline: mnb.Pipeline) -> No
     assert t["train"]["container"]["image"] == "ghcr.io/acme/train:1.2"
     assert t["train"]["retryStrategy"] == {"limit": "3", "retryPolicy": "Always",
                                            "backoff": {"duration": "5s", "factor": "2", "cap": "120s"}}  # fmt: skip
-    assert t["flaky"]["retryStrategy"]["expression"] == "asInt(lastRetry.exitCode) in [75]"
+    assert t["flaky"]["retryStrategy"]["expression"] == (
+        "!(lastRetry.message matches 'deadline') && asInt(lastRetry.exitCode) in [75]"
+    )
     assert t["report"]["container"]["command"][:3] == [
         "papermill",
         "/app/report.ipynb",
@@ -122,6 +131,57 @@ def test_workflow_manifest(schema: dict[str, Any], pipeline: mnb.Pipeline) -> No
     out = t["train"]["outputs"]["artifacts"][0]
     assert out["s3"]["bucket"] == "ml-artifacts"
     assert out["s3"]["key"] == "runs/iris_training/{{workflow.name}}/train.tgz"
+
+
+def _substitute(text: str, wf: dict[str, Any]) -> str:
+    """Argo's simple tags, replaced by the text of their values (no escaping, as Argo does)."""
+    given = {p["name"]: p["value"] for p in wf["spec"].get("arguments", {}).get("parameters", [])}
+    text = text.replace("{{workflow.name}}", "nightly-x7k2p")
+    return re.sub(r"\{\{workflow\.parameters\.([^}]+)\}\}", lambda m: given[m[1]], text)
+
+
+def test_params_with_quotes_and_backslashes_reach_the_stage_intact(
+    schema: dict[str, Any], tmp_path: Path
+) -> None:
+    params = {"query": 'say "hi" \\ C:\\data\\', "n": 3, "when": {"from": 'a"b'}}
+    p = mnb.Pipeline(name="nightly", stages=[mnb.Stage("a", script="python -m a")])
+    wf = p.to_argo(params=params)
+    validate(schema, wf)
+    (template,) = wf["spec"]["templates"][1:]
+    env = {e["name"]: _substitute(e["value"], wf) for e in template["container"]["env"]}
+    env["MLOPS_NB_OUTPUT_DIR"] = env["MLOPS_NB_INPUTS_DIR"] = str(tmp_path)
+    # The stage reads its params as a stage in the container would: through context().
+    code = (
+        "import json; from mlops_nb.pipelines import context; print(json.dumps(context().params))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PATH": os.environ["PATH"], "PYTHONPATH": os.getcwd(), **env})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == params
+    assert env["MLOPS_NB_PARAM_QUERY"] == params["query"] and env["MLOPS_NB_PARAM_N"] == "3"
+    with pytest.raises(mnb.PipelineError, match="rename yours"):
+        p.to_argo(params={"mlops-nb-params": "x"})
+
+
+@pytest.mark.parametrize(
+    ("retry_on", "expression"),
+    [
+        (["timeout"], "lastRetry.message matches 'deadline'"),
+        (["error"], "!(lastRetry.message matches 'deadline')"),
+        (["error", "timeout"], None),
+        (["timeout", 75], "lastRetry.message matches 'deadline' || "
+         "(!(lastRetry.message matches 'deadline') && asInt(lastRetry.exitCode) in [75])"),
+    ],
+)  # fmt: skip
+def test_retry_on_maps_to_what_argo_retries(
+    schema: dict[str, Any], retry_on: list[str | int], expression: str | None
+) -> None:
+    stage = mnb.Stage("a", script="python -m a", retry_count=2, timeout_minutes=1,
+                      retry_on=retry_on)  # fmt: skip
+    wf = mnb.Pipeline(name="nightly", stages=[stage]).to_argo()
+    validate(schema, wf)
+    strategy = wf["spec"]["templates"][1]["retryStrategy"]
+    assert strategy["retryPolicy"] == "Always" and strategy.get("expression") == expression
 
 
 def test_cron_workflow_manifest(schema: dict[str, Any], pipeline: mnb.Pipeline) -> None:
@@ -257,3 +317,32 @@ def test_submit_reaches_an_api_server_and_kubectl_reads_it_back(
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         assert got.stdout == "0 3 * * *"
+
+
+def test_submit_to_a_kubernetes_target_uses_its_namespace(
+    pipeline: mnb.Pipeline, tmp_path: Path
+) -> None:
+    """The target's namespace wins over the kubeconfig's (default) and an explicit one over
+    both; the emulator lists what was created, namespace by namespace."""
+    from kubernetes import client
+
+    from mlops_nb.kube.emulator import Emulator
+
+    with Emulator(namespaces=("default", "ml", "other")) as emu:
+        kubeconfig = emu.kubeconfig(tmp_path / "kubeconfig")
+        target = mnb.Kubernetes(namespace="ml", kubeconfig=str(kubeconfig))
+        created = pipeline.submit(target)
+        explicit = pipeline.submit(target, namespace="other")
+        config = client.Configuration()
+        config.host = emu.url
+        read = client.CustomObjectsApi(client.ApiClient(config))
+
+        def names(namespace: str) -> list[str]:
+            found = read.list_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", namespace, "workflows"
+            )
+            return [item["metadata"]["name"] for item in found["items"]]
+
+        assert names("ml") == [created["metadata"]["name"]]
+        assert names("other") == [explicit["metadata"]["name"]]
+        assert names("default") == []

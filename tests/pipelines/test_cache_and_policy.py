@@ -47,7 +47,8 @@ output("features", (ctx.inputs["prep"].dir / "features.csv").read_text())
     )
     return mnb.Pipeline(name="cached", base_dir=project, stages=[
         mnb.Stage("prep", script="prep.py", inputs=["data/*.csv"]),
-        mnb.Stage("train", script="train.py", dependencies=["prep"]),
+        # No inputs of its own: cached by its code, params and prep's outputs, as asked.
+        mnb.Stage("train", script="train.py", dependencies=["prep"], cache=True),
     ])  # fmt: skip
 
 
@@ -96,11 +97,46 @@ def test_cache_hits_and_misses(ws: mnb.Workspace, project: Path, cached: mnb.Pip
 def test_failed_stages_are_not_cached(ws: mnb.Workspace, project: Path) -> None:
     marker = project / "ok"
     p = mnb.Pipeline(name="nocache", base_dir=project,
-                     stages=[mnb.Stage("s", script=f"test -e {marker}")])  # fmt: skip
+                     stages=[mnb.Stage("s", script=f"test -e {marker}", cache=True)])  # fmt: skip
     assert statuses(p.run(workspace=ws).wait(240)) == {"s": "failed"}
     marker.touch()
     assert statuses(p.run(workspace=ws).wait(240)) == {"s": "succeeded"}
     assert statuses(p.run(workspace=ws).wait(240)) == {"s": "cached"}
+
+
+def test_a_stage_without_declared_inputs_runs_again_when_its_data_changes(
+    ws: mnb.Workspace, project: Path,
+) -> None:  # fmt: skip
+    write(project, "data.csv", "a\n1\n")
+    write(project, "count.sh", 'wc -l < "$MLOPS_NB_PIPELINE_DIR/data.csv" > rows.txt\n')
+    write(project, "guide.yaml", "name: guide\nstages:\n  - {name: count, script: count.sh}\n")
+    write(project, "declared.yaml", "name: declared\nstages:\n"
+          "  - {name: count, script: count.sh, inputs: [data.csv]}\n")  # fmt: skip
+    guide = mnb.Pipeline.from_yaml(project / "guide.yaml")
+    declared = mnb.Pipeline.from_yaml(project / "declared.yaml")
+
+    def rows(run: mnb.pipelines.Run) -> str:
+        return (Path(run.status().run_dir) / "count" / "rows.txt").read_text().strip()
+
+    assert statuses(guide.run(workspace=ws).wait(240)) == {"count": "succeeded"}
+    assert statuses(declared.run(workspace=ws).wait(240)) == {"count": "succeeded"}
+    write(project, "data.csv", "a\n1\n2\n")
+    again = guide.run(workspace=ws).wait(240)
+    assert statuses(again) == {"count": "succeeded"} and rows(again) == "3"
+    assert again.status().stages["count"].cache_note == (
+        "not cached: no inputs declared (declare inputs, or set cache: true)"
+    )
+    changed = declared.run(workspace=ws).wait(240)
+    assert statuses(changed) == {"count": "succeeded"} and rows(changed) == "3"
+    assert changed.status().stages["count"].cache_note is None
+    hit = declared.run(workspace=ws).wait(240)
+    assert statuses(hit) == {"count": "cached"} and rows(hit) == "3"
+    assert hit.status().stages["count"].cached_from == changed.id
+
+
+def test_cache_takes_only_booleans(project: Path) -> None:
+    with pytest.raises(mnb.PipelineSpecError, match="cache must be true, false or left out"):
+        mnb.Stage("s", script="true", cache="yes")  # type: ignore[arg-type]
 
 
 def _blocking(project: Path, policy: str) -> mnb.Pipeline:

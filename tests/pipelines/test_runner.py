@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 import mlops_nb as mnb
@@ -115,6 +117,57 @@ def test_retry_condition_limits_what_is_retried(ws: mnb.Workspace, project: Path
     assert [a.exit_code for a in r.attempts("transient")] == [75, 75, 75]
 
 
+def test_a_timeout_is_retried_when_retry_on_names_it(ws: mnb.Workspace, project: Path) -> None:
+    # The first attempt hangs past its timeout; the second finds the marker and finishes.
+    marker = project / "tried"
+    hang_once = f"if [ -e {marker} ]; then echo second; else touch {marker}; exec sleep 1000; fi"
+    p = mnb.Pipeline(name="slow", base_dir=project, stages=[
+        mnb.Stage("slow", script=hang_once, timeout_minutes=0.02, retry_count=1,
+                  retry_backoff=0, retry_on=["timeout"], cache=False),
+        mnb.Stage("broken", script="exit 1", retry_count=2, retry_backoff=0,
+                  retry_on=["timeout"]),
+    ])  # fmt: skip
+    r = run(p, ws)
+    assert [a.verdict for a in r.attempts("slow")] == ["timeout", "succeeded"]
+    assert r.status().stages["slow"].status == "succeeded" and r.logs("slow").strip() == "second"
+    # An ordinary failure is not a timeout: not retried.
+    assert [a.verdict for a in r.attempts("broken")] == ["failed"]
+
+
+def test_a_callable_retry_on_decides_from_the_attempt(ws: mnb.Workspace, project: Path) -> None:
+    seen: list[tuple[str, int | None]] = []
+
+    def transient(attempt: object) -> bool:
+        seen.append((attempt.stage, attempt.exit_code))  # type: ignore[attr-defined]
+        return attempt.exit_code == 75  # type: ignore[attr-defined]
+
+    count = project / "count"
+    flaky = f"echo x >> {count}; [ $(wc -l < {count}) -ge 3 ] || exit 75"
+    p = mnb.Pipeline(name="decide", base_dir=project, stages=[
+        mnb.Stage("flaky", script=flaky, retry_count=5, retry_backoff=0, retry_on=transient),
+        mnb.Stage("fatal", script="exit 3", retry_count=5, retry_backoff=0, retry_on=transient),
+    ])  # fmt: skip
+    r = run(p, ws)
+    assert [a.exit_code for a in r.attempts("flaky")] == [75, 75, 0]
+    assert r.status().stages["flaky"].status == "succeeded"
+    assert [a.exit_code for a in r.attempts("fatal")] == [3]
+    assert sorted(seen) == [("fatal", 3), ("flaky", 75), ("flaky", 75)]
+
+
+def test_a_stage_environment_mapping_reaches_its_process(ws: mnb.Workspace, project: Path) -> None:
+    write(project, "pipeline.yaml", """\
+name: envs
+environment_variables: {REGION: eu, MODEL_NAME: iris}
+stages:
+  - name: show
+    script: 'echo "$REGION $MODEL_NAME $THRESHOLD"'
+    environment: {MODEL_NAME: iris-v2, THRESHOLD: 0.9}
+""")  # fmt: skip
+    r = run(mnb.Pipeline.from_yaml(project / "pipeline.yaml"), ws)
+    # The stage's mapping adds to the pipeline's variables and wins where both name one.
+    assert r.logs("show").strip() == "eu iris-v2 0.9"
+
+
 def test_timeout_kills_the_whole_process_group(ws: mnb.Workspace, project: Path) -> None:
     pids = project / "pids"
     write(
@@ -156,6 +209,50 @@ def test_children_left_running_are_killed_when_the_stage_exits(
     assert r.status().status == "succeeded"
     assert gone(int(pid_file.read_text()))
     assert "left running" in str(r.attempts("fork")[0].error)
+
+
+@pytest.mark.parametrize("linger", ["", "sleep 0.5;"], ids=["exits-at-once", "lingers"])
+def test_children_that_escape_with_setsid_are_killed_when_the_stage_exits(
+    ws: mnb.Workspace, project: Path, linger: str
+) -> None:
+    # Once the stage has exited, the escaped sleep is nobody's child here: the fixture that
+    # checks for leftovers cannot see it, so the test looks for it by pid.
+    pid_file = project / "pid"
+    p = mnb.Pipeline(name="escape", base_dir=project, stages=[
+        mnb.Stage("fork", script=f"setsid sleep 1000 & echo $! > {pid_file}; {linger} exit 0"),
+    ])  # fmt: skip
+    r = run(p, ws)
+    pid = int(pid_file.read_text())
+    try:
+        assert r.status().status == "succeeded"
+        assert gone(pid), "the setsid child outlived its stage"
+        assert "left running" in str(r.attempts("fork")[0].error)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
+
+
+def test_a_detached_service_outlives_its_stage(ws: mnb.Workspace, project: Path) -> None:
+    """What a stage starts with MLOPS_NB_DETACHED=1 (a deployment's router) stays up."""
+    pid_file = project / "pid"
+    # Started the way a deployment starts its router: a session of its own, the marker set.
+    write(project, "serve.py", f"""\
+import os, subprocess
+env = {{**os.environ, "MLOPS_NB_DETACHED": "1"}}
+proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
+open({str(pid_file)!r}, "w").write(str(proc.pid))
+""")  # fmt: skip
+    p = mnb.Pipeline(
+        name="service", base_dir=project, stages=[mnb.Stage("serve", script="serve.py")]
+    )
+    r = run(p, ws)
+    service = psutil.Process(int(pid_file.read_text()))
+    try:
+        assert r.status().status == "succeeded" and service.is_running()
+        assert r.attempts("serve")[0].error is None
+    finally:
+        service.kill()
+        service.wait(30)
 
 
 def test_failure_stops_dependents_not_independent_branches(

@@ -84,6 +84,28 @@ def test_unknown_top_level_and_notification_keys(project: Path) -> None:
         spec.loads(text, "p.yaml", project)
 
 
+@pytest.mark.parametrize(
+    ("block", "key", "where", "line", "column"),
+    [
+        ("trigger:\n  branch: main\n  pahts: [src/**]\n", "pahts", "trigger", 6, 3),
+        ("notifications:\n  email:\n    to: [a@example.com]\n    hots: smtp\n", "hots",
+         "notifications.email", 7, 5),
+        ("notifications:\n  webhook:\n    url: http://127.0.0.1:9/\n    secret: x\n", "secret",
+         "notifications.webhook", 7, 5),
+    ],
+)  # fmt: skip
+def test_unknown_nested_keys_name_their_own_line(
+    project: Path, block: str, key: str, where: str, line: int, column: int
+) -> None:
+    write(project, "a.sh", "true\n")
+    text = "name: x\nstages:\n  - {name: a, script: a.sh}\n" + block
+    with pytest.raises(
+        mnb.PipelineSpecError, match=rf"^p.yaml:{line}: unknown key '{key}' in {where}; allowed: "
+    ) as e:
+        spec.loads(text, "p.yaml", project)
+    assert (e.value.line, e.value.column) == (line, column)
+
+
 def test_malformed_yaml_gives_line_and_column(project: Path) -> None:
     text = "name: x\nstages:\n  - name: a\n    script: [unclosed\n"
     with pytest.raises(mnb.PipelineSpecError, match=r"p.yaml:5:1: malformed YAML") as e:

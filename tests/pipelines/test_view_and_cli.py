@@ -57,7 +57,7 @@ def test_cli_run_runs_show_and_argo(ws: mnb.Workspace, project: Path) -> None:
         """\
 name: cli
 stages:
-  - {name: hello, script: 'echo "data is $MLOPS_NB_PARAM_DATA"'}
+  - {name: hello, script: 'echo "data is $MLOPS_NB_PARAM_DATA"', cache: true}
   - {name: after, script: 'echo after', dependencies: [hello]}
 """,
     )
