@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .. import detached
 from ..errors import DeploymentConflict, DeploymentError, MlopsError
-from ..pipelines.reaper import DETACHED
 from . import state as st
 from .analysis import Check, analyse, decide, same_value
 from .strategies import Guard
@@ -102,7 +102,7 @@ def spawn(ws: Workspace, name: str) -> None:
             [sys.executable, "-c", _LAUNCH, sys.executable, "-m", "mlops_nb.deploy.controller",
              "--workspace", ws.path, "--deployment", name],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=True,
-            timeout=60, env={**os.environ, DETACHED: "1"},
+            timeout=60, env=detached.environment(),
         )  # fmt: skip
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -27,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 import psutil
 
+from .. import detached
 from ..errors import DeploymentError, InvalidArgument
-from ..pipelines.reaper import DETACHED
 from ..serve.spec import ServeSpec
 from .options import REPLACE_UNREADY_AFTER, spec_options
 from .router import free_port
@@ -107,7 +106,7 @@ class LocalBackend(Backend):
         port = free_port()
         token = secrets.token_hex(16)
         # Detached: a pipeline stage that deploys leaves the router (and its replicas) up.
-        env = {**os.environ, "MLOPS_NB_ROUTER_TOKEN": token, DETACHED: "1"}
+        env = {**detached.environment(), "MLOPS_NB_ROUTER_TOKEN": token}
         with open(state_dir / "router.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mlops_nb.deploy.router", "--port", str(port),

@@ -30,8 +30,9 @@ from collections.abc import Callable
 
 import psutil
 
+from ..detached import DETACHED
+
 _PR_SET_PDEATHSIG = 1
-DETACHED = "MLOPS_NB_DETACHED"
 TOKEN = "MLOPS_NB_ATTEMPT_TOKEN"
 # Start times are compared as the recorder does: psutil reads them in clock ticks.
 _SAME_START = 1.0
