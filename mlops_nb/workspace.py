@@ -211,12 +211,31 @@ class Workspace:
 
         return run(self, run_id)
 
-    def notify(self, notifier: Notifier, events: Sequence[str] = ("*",)) -> Callback:
+    def notify(self, notifier: Notifier, events: str | Sequence[str] = ("*",)) -> int:
         """Send registry events (promoted, rolled_back, drift ...) to a pipeline notifier
-        (:class:`mlops_nb.Webhook`, :class:`mlops_nb.Email`); returns the callback."""
-        from .pipelines.alerts import notify_events
+        (:class:`mlops_nb.Webhook`, :class:`mlops_nb.Email`) from every process that opens
+        this workspace, such as a deployment's rollout controller; returns the
+        subscription's id (see :meth:`notifiers`, :meth:`remove_notifier`).
 
-        return notify_events(self, notifier, events)  # type: ignore[no-any-return]
+        The subscription is stored in the workspace (see
+        :mod:`mlops_nb.pipelines.subscriptions`): ``ws.on`` callbacks, by contrast, see
+        this process's events only.
+        """
+        from .pipelines.subscriptions import subscribe
+
+        return subscribe(self, notifier, events)
+
+    def notifiers(self) -> pd.DataFrame:
+        """The stored :meth:`notify` subscriptions: id, notifier, events, created_at."""
+        from .pipelines.subscriptions import listed
+
+        return listed(self)
+
+    def remove_notifier(self, subscription: int) -> None:
+        """Stop sending events to the notifier subscribed under ``subscription``."""
+        from .pipelines.subscriptions import unsubscribe
+
+        unsubscribe(self, subscription)
 
     def deployments(self) -> pd.DataFrame:
         """Every deployment with its serving versions and live state (stale when its
@@ -404,6 +423,11 @@ class Workspace:
         )
         for hook_id, url, secret in hooks:
             self.events.submit(functools.partial(self._deliver, hook_id, url, secret, event))
+        subscribed = self._store.read(lambda con: _subscribed(con, name))
+        if subscribed:
+            from .pipelines.subscriptions import deliver
+
+            deliver(self, event, subscribed)
 
     def _deliver(self, hook_id: int, url: str, secret: str, event: Event) -> None:
         result = post_signed(url, secret, event)
@@ -509,3 +533,20 @@ def open(
         linger=linger,
         create=create,
     )
+
+
+def _subscribed(con: duckdb.DuckDBPyConnection, event: str) -> list[tuple[str, str]]:
+    """(kind, config) of the stored notifier subscriptions to ``event``; checked for the
+    table first, since a failed statement would abort a caller's transaction."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'event_notifiers' "
+        "AND database_name = current_database() AND schema_name = current_schema()"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return []
+    rows = con.execute(
+        "SELECT kind, config FROM event_notifiers WHERE list_contains(events, ?) "
+        "OR list_contains(events, '*') ORDER BY id",
+        [event],
+    ).fetchall()
+    return [(str(k), str(c)) for k, c in rows]

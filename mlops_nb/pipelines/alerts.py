@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..events import Event, check_event_name, now
+from ..events import Event, now
 from . import records, render, tables
 from .notify import Attachment, Message, Notifier
 
@@ -84,21 +83,3 @@ def event_message(event: Event) -> Message:
     failed = event.name in ("rolled_back", "promotion_refused", "drift")
     return Message(subject, text, json.loads(json.dumps(event.to_json(), default=str)),
                    failed=failed)  # fmt: skip
-
-
-def notify_events(ws: Workspace, notifier: Notifier, events: Sequence[str]) -> Any:
-    """Send each of ``events`` (registry event names, '*' for all) to ``notifier``;
-    returns the callback (pass it to ``ws.off`` to stop)."""
-    if not isinstance(notifier, Notifier):
-        raise TypeError(f"expected a notifier (Webhook, Email), got {type(notifier).__name__}")
-    names = [events] if isinstance(events, str) else list(events)
-    for name in names:
-        if name != "drift":
-            check_event_name(name)
-
-    def callback(event: Event) -> None:
-        if "*" in names or event.name in names:
-            _send(ws, notifier, event_message(event), None, event.name)
-
-    ws.on("*", callback)
-    return callback

@@ -89,6 +89,15 @@ TABLES = [
         error VARCHAR,
         sent_at TIMESTAMPTZ NOT NULL
     )""",
+    # Registry events to notifiers, for every process that opens the workspace.
+    "CREATE SEQUENCE IF NOT EXISTS event_notifier_seq",
+    """CREATE TABLE IF NOT EXISTS event_notifiers (
+        id BIGINT PRIMARY KEY DEFAULT nextval('event_notifier_seq'),
+        kind VARCHAR NOT NULL,
+        config JSON NOT NULL,
+        events VARCHAR[] NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL
+    )""",
 ]
 
 _READY: weakref.WeakSet[Store] = weakref.WeakSet()

@@ -25,14 +25,22 @@ def _body(iris: Any) -> Any:
 def test_watch_rolls_back_on_errors(dws, versions, iris, receiver) -> None:
     dep = versions["good"].deploy()
     versions["failing"].deploy(strategy=mnb.BlueGreen())
-    # The controller, not this process, rolls back: it delivers the signed webhook.
+    # The controller, not this process, rolls back: it delivers the signed webhook, and
+    # sends the event to the notifier subscribed here (stored in the workspace).
     dws.add_webhook(receiver.url, secret=receiver.secret, events=["rolled_back"])
+    dws.notify(mnb.Webhook(url=receiver.url, secret=receiver.secret), events=["rolled_back"])
     guard = mnb.Guard(max_error_rate=0.01, interval="0.3s", window="2s", failure_limit=2,
                       min_samples=5)  # fmt: skip
     with Traffic(dep.endpoint, _body(iris), pause=0.01):
         dep.watch(guard)
-        wait_for(lambda: bool(receiver.received), 90, "the guard's rollback")
+        wait_for(lambda: len(receiver.received) >= 2, 90, "the guard's rollback, twice")
         dep.unwatch()
+    # One delivery is the registry webhook's (it names its event in a header), the other
+    # the notifier's; both carry the same event.
+    assert sorted("X-Mlops-Event" in r["headers"] for r in receiver.received) == [False, True]
+    assert {r["body"]["event"] for r in receiver.received} == {"rolled_back"}
+    sent = dws._store.query_df("SELECT event, ok FROM pipeline_notifications")
+    assert sent.to_dict("records") == [{"event": "rolled_back", "ok": True}]
     events = [r["body"] for r in receiver.received]
     assert dep.status()["traffic"] == {1: 100.0}
     revs = dep.revisions()

@@ -6,6 +6,7 @@ import email
 import json
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from email.message import Message as MailMessage
 from pathlib import Path
@@ -180,16 +181,33 @@ def test_registry_events_use_the_same_notifiers(ws: mnb.Workspace, receiver: Rec
     from sklearn.linear_model import LogisticRegression
 
     hook = mnb.Webhook(url=receiver.url, secret=receiver.secret)
-    callback = ws.notify(hook, events=["promoted", "drift"])
+    subscription = ws.notify(hook, events=["promoted", "drift"])
+    assert ws.notifiers()[["id", "events"]].to_dict("records") == [
+        {"id": subscription, "events": ["promoted", "drift"]}
+    ]
     v = ws.model("iris").register(LogisticRegression().fit([[0.0], [1.0]], [0, 1]))
     v.promote("staging")
+    wait_for(lambda: receiver.received)
     assert [r["body"]["event"] for r in receiver.received] == ["promoted"]
     assert receiver.received[0]["body"]["model"] == "iris"
-    ws.off("*", callback)
-    v.promote("production")
-    assert len(receiver.received) == 1
+    # Another process that opens the workspace sends to the same subscription.
+    subprocess.run(
+        [sys.executable, "-c", "import mlops_nb as mnb, sys; "
+         "mnb.open(sys.argv[1]).model('iris').version(1).promote('production')", ws.path],
+        check=True, timeout=120,
+    )  # fmt: skip
+    wait_for(lambda: len(receiver.received) == 2)
+    assert receiver.received[1]["body"]["data"]["to"] == "production"
+    ws.remove_notifier(subscription)
+    v.promote("staging", reason="back")
+    assert ws.notifiers().empty and len(receiver.received) == 2
     with pytest.raises(mnb.InvalidArgument, match="unknown event"):
         ws.notify(hook, events=["promotd"])
+    with pytest.raises(mnb.InvalidArgument, match="no notifier subscription 99"):
+        ws.remove_notifier(99)
+    assert [a for a in ws.audit()["action"] if "notifier" in a] == [
+        "notifier_added", "notifier_removed",
+    ]  # fmt: skip
 
 
 def test_a_drifted_report_reaches_the_notifier(ws: mnb.Workspace, receiver: Receiver) -> None:
@@ -206,6 +224,7 @@ def test_a_drifted_report_reaches_the_notifier(ws: mnb.Workspace, receiver: Rece
     ws.notify(mnb.Webhook(url=receiver.url, secret=receiver.secret), events=["drift"])
     report = ws.monitor("m").drift(reference="training", current="last 24h")
     assert report.drifted
+    wait_for(lambda: receiver.received)  # sent on the workspace's delivery threads
     (got,) = receiver.received
     assert got["body"]["event"] == "drift" and got["body"]["model"] == "m"
     assert got["body"]["data"]["share_drifted"] == report.share_drifted
