@@ -538,11 +538,12 @@ def open(
 def _subscribed(con: duckdb.DuckDBPyConnection, event: str) -> list[tuple[str, str]]:
     """(kind, config) of the stored notifier subscriptions to ``event``; checked for the
     table first, since a failed statement would abort a caller's transaction."""
-    exists = con.execute(
+    # fetchall: a result left unfinished would block the connection's next statement.
+    (exists,) = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'event_notifiers' "
         "AND database_name = current_database() AND schema_name = current_schema()"
-    ).fetchone()
-    if not exists or not exists[0]:
+    ).fetchall()
+    if not exists[0]:
         return []
     rows = con.execute(
         "SELECT kind, config FROM event_notifiers WHERE list_contains(events, ?) "

@@ -411,6 +411,22 @@ class Monitor:
             [self.model],
         )
 
+    def feature_history(self, feature: str) -> pd.DataFrame:
+        """One feature's result in each stored drift run, oldest first: run id, ran_at,
+        method, statistic, p_value, drifted (read from the runs' stored summaries)."""
+        if not isinstance(feature, str):
+            raise InvalidArgument(f"feature must be a column name, got {feature!r}")
+        return self._ws._store.query_df(
+            """
+            SELECT id, ran_at, f->>'method' AS method, (f->>'statistic')::DOUBLE AS statistic,
+                   (f->>'p_value')::DOUBLE AS p_value, (f->>'drifted')::BOOLEAN AS drifted
+            FROM (SELECT id, ran_at, unnest(CAST(summary->'summary' AS JSON[])) AS f
+                  FROM drift_runs WHERE model = ?)
+            WHERE f->>'feature' = ? ORDER BY id
+            """,
+            [self.model, feature],
+        )
+
 
 def _needs_names(X: Any) -> bool:
     """Whether X's columns are named by the version's signature (arrays carry no names)."""

@@ -55,12 +55,11 @@ def subscribe(ws: Workspace, notifier: Notifier, events: str | Sequence[str]) ->
     store = tables.ensure(ws._store)
 
     def write(con: duckdb.DuckDBPyConnection) -> int:
-        row = con.execute(
+        (row,) = con.execute(
             "INSERT INTO event_notifiers (kind, config, events, created_at) VALUES (?, ?, ?, ?) "
             "RETURNING id",
             [kind, config, names, ws.now()],
-        ).fetchone()
-        assert row is not None
+        ).fetchall()
         ws._audit(con, "notifier_added", None, None, None, repr(notifier), None, {"events": names})
         return int(row[0])
 

@@ -127,6 +127,11 @@ def categories(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
     )
 
 
+def beside(*parts: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """Charts side by side, drawn as one SVG."""
+    return alt.hconcat(*parts)  # type: ignore[arg-type]
+
+
 def svg(chart: alt.TopLevelMixin) -> str:
     """The chart as SVG (offline, by vl-convert); deterministic for the same data."""
     return _render(json.dumps(chart.to_dict(validate=True), sort_keys=True, default=str))

@@ -153,7 +153,10 @@ def distribution_html(report: DriftReport, feature: str) -> str:
     return charts.svg(charts.categories(data, title=title + note))
 
 
-def history_html(report: DriftReport) -> str:
+def history_html(report: DriftReport, feature: str | None = None) -> str:
+    """The share of features drifted in each stored run over time and, beside it, the
+    chosen feature's statistic in those runs (by method: a run's sample size may pick
+    another test)."""
     mon = getattr(report, "_monitor", None)
     if mon is None:
         return ""
@@ -161,17 +164,31 @@ def history_html(report: DriftReport) -> str:
     runs = runs[runs["share_drifted"].notna()]
     if len(runs) < 2:
         return charts.empty("drift over time appears after two stored runs")
-    data = runs.assign(run=runs["id"].astype(int))[["run", "share_drifted"]]
-    chart = charts.line(
-        data,
-        "run:O",
+    share = charts.line(
+        runs[["ran_at", "share_drifted"]],
+        "ran_at:T",
         "share_drifted:Q",
         title="share of features drifted, per run",
-        x_title="stored run",
+        x_title="run",
         y_title="share drifted",
         rule=report.drift_share,
     )
-    return charts.svg(chart)
+    if feature is None:
+        return charts.svg(share)
+    scores = mon.feature_history(feature)
+    scores = scores[scores["id"].isin(runs["id"]) & scores["statistic"].notna()]
+    if scores.empty:
+        return charts.svg(share)
+    own = charts.line(
+        scores[["ran_at", "statistic", "method"]],
+        "ran_at:T",
+        "statistic:Q",
+        color="method",
+        title=f"{feature}: statistic per run",
+        x_title="run",
+        y_title="statistic",
+    )
+    return charts.svg(charts.beside(share, own))
 
 
 class DriftView(View):
@@ -198,11 +215,11 @@ class DriftView(View):
         ]
         self._set("summary", summary_html(report))
         self._show_feature()
-        self.refresh()
 
     def _show_feature(self) -> None:
         feature = self.feature_select.value
         self._set("distribution", distribution_html(self.report, feature) if feature else "")
+        self.refresh()
 
     def refresh(self) -> None:
-        self._set("history", history_html(self.report))
+        self._set("history", history_html(self.report, self.feature_select.value or None))

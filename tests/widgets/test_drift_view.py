@@ -62,7 +62,21 @@ def test_history_chart_after_two_runs(drifted: Any) -> None:
     v = second.view()
     assert v._html["history"].startswith("<svg")
     assert "share of features drifted" in v._html["history"]
-    assert v.static_html().count("<svg") == 2
+    assert v.static_html().count("<svg") == 2  # the two history charts are one drawing
+    # Beside it, the chosen feature's statistic in each run, by method.
+    feature = v.feature_select.value
+    assert f"{feature}: statistic per run" in v._html["history"]
+    scores = drifted.feature_history(feature)
+    assert scores["id"].tolist() == drifted.history()["id"].tolist()
+    expected = second.summary.set_index("feature").loc[feature]
+    last = scores.iloc[-1]
+    assert last["method"] == expected["method"] and bool(last["drifted"]) == bool(
+        expected["drifted"]
+    )
+    assert last["statistic"] == pytest.approx(expected["statistic"])
+    v.feature_select.value = "colour"
+    assert "colour: statistic per run" in v._html["history"]
+    assert drifted.feature_history("no such feature").empty
 
 
 def test_shared_bins_line_up_and_fold_other() -> None:
