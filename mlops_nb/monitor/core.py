@@ -180,11 +180,12 @@ class Monitor:
                 )
             migrate_monitoring(con)
             known = catalog.known_columns(con, self.model)
-            new_columns = catalog.check_columns(known, first, "log()")
+            new_columns: list[tuple[str, str, str]] = []
             # A bar (after half a second) for calls of many chunks; quiet when piped.
-            rest = range(1, len(chunks.bounds))
-            for i in progress(rest, total=len(rest), desc=f"log {self.model}", unit="chunk"):
-                new_columns += catalog.check_columns(known, chunks.start(i), "log()")
+            every = range(len(chunks.bounds))
+            for i in progress(every, total=len(every), desc=f"log {self.model}", unit="chunk"):
+                schema = first if i == 0 else chunks.start(i)  # chunk 0 is already written
+                new_columns += catalog.check_columns(known, schema, "log()")
             segments = chunks.segments(number)
             catalog.record(con, segments, new_columns, "log", ws.now(), checked=True)
             crowded = compact.small_files(
