@@ -8,6 +8,7 @@ what the cache keeps). Attempt ``n`` logs to ``<run>/.logs/<stage>.<n>.log``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
     from .stage import Stage
 
+log = logging.getLogger("mlops_nb.pipelines")
+
 
 class StageRunner:
     def __init__(self, pipeline: Pipeline, ws: Workspace, recorder: Recorder, run_dir: Path,
@@ -49,6 +52,11 @@ class StageRunner:
         work = self.folder(name)
         work.mkdir(parents=True, exist_ok=True)
         env = {**self.p.environment_variables, **stage.env}
+        if stage.image is not None:
+            # An image is for the cluster (to_argo() runs the stage in it); here the stage
+            # runs with this machine's interpreter and tools.
+            log.warning("stage %r: environment %r is an image, used by to_argo(); this local "
+                        "run uses this machine's environment", name, stage.image)  # fmt: skip
         key = None
         if stage.caches:
             upstream = {d: cache.folder_digest(self.folder(d)) for d in stage.dependencies}

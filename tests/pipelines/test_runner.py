@@ -168,6 +168,17 @@ stages:
     assert r.logs("show").strip() == "eu iris-v2 0.9"
 
 
+def test_an_image_environment_runs_locally_and_says_so(
+    ws: mnb.Workspace, project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = mnb.Pipeline(name="img", base_dir=project,
+                     stages=[mnb.Stage("train", script="echo trained", environment="python:3.11")])  # fmt: skip
+    with caplog.at_level("WARNING", logger="mlops_nb.pipelines"):
+        r = run(p, ws)
+    assert r.logs("train").strip() == "trained"
+    assert "environment 'python:3.11' is an image, used by to_argo()" in caplog.text
+
+
 def test_timeout_kills_the_whole_process_group(ws: mnb.Workspace, project: Path) -> None:
     pids = project / "pids"
     write(
