@@ -208,6 +208,10 @@ def monitor(ctx: click.Context, model: str, params: tuple[tuple[str, str], ...],
     except MlopsError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Exception as e:  # anything else is a failed run too, never a breach (exit 1)
+        click.echo(f"error: the run failed (not a threshold breach): {type(e).__name__}: {e}",
+                   err=True)  # fmt: skip
+        sys.exit(2)
     click.echo(f"executed notebook: {outcome.notebook}")
     click.echo(f"HTML report:       {outcome.html}")
     if outcome.status == HEALTHY:

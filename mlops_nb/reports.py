@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,12 @@ def execute(
         )  # fmt: skip
     except PapermillExecutionError as e:
         error = NotebookFailed(f"{source.name} failed: {e.ename}: {e.evalue}", e.ename, e.evalue)
+    except Exception as e:  # a cell past the timeout, a kernel that died: failed runs too
+        ename = type(e).__name__
+        error = NotebookFailed(f"{source.name} failed: {ename}: {e}", ename, str(e))
+    if not executed.is_file():
+        # Nothing was executed (the kernel never started): the notebook as it was given.
+        shutil.copyfile(source, executed)
     export_html(executed, html)
     return Run(executed, html, error)
 

@@ -122,3 +122,31 @@ def test_a_missing_workspace_exits_2_and_creates_nothing(tmp_path: Path, s3_endp
     assert "error: the run failed (not a threshold breach): WorkspaceMissing:" in done.stderr
     assert list(tmp_path.iterdir()) == []
     assert len(keys(s3_endpoint, name)) == 2  # the failed run's notebook is the evidence
+
+
+def test_a_kernel_that_dies_is_a_failed_run_not_a_breach(tmp_path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell("workspace = model = None\nfail_on_drift = True")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("import os\nos._exit(3)")]
+    source = tmp_path / "dies.ipynb"
+    nbformat.write(nb, source)
+    path = healthy_workspace(tmp_path)
+    out = tmp_path / "runs"
+    done = subprocess.run(
+        [*CLI, "monitor", "-w", str(path), "--model", MODEL, "--notebook", str(source),
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**os.environ, "MLOPS_NB_PROGRESS": "off"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the run failed (not a threshold breach): DeadKernelError" in done.stderr
+    # The notebook and its report are written all the same: they are the evidence.
+    assert sorted(p.suffix for p in out.iterdir()) == [".html", ".ipynb"]
