@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,8 @@ from ..events import Event, check_event_name
 from . import tables
 from .alerts import _send, event_message
 from .notify import Email, Notifier, Webhook
+
+log = logging.getLogger("mlops_nb.pipelines")
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -55,6 +58,14 @@ def subscribe(ws: Workspace, notifier: Notifier, events: str | Sequence[str]) ->
     store = tables.ensure(ws._store)
 
     def write(con: duckdb.DuckDBPyConnection) -> int:
+        # The same subscription again (a notebook cell run twice) is the one stored.
+        same = con.execute(
+            "SELECT id FROM event_notifiers WHERE kind = ? AND config = ?::JSON AND events = ? "
+            "ORDER BY id LIMIT 1",
+            [kind, config, names],
+        ).fetchall()
+        if same:
+            return int(same[0][0])
         (row,) = con.execute(
             "INSERT INTO event_notifiers (kind, config, events, created_at) VALUES (?, ?, ?, ?) "
             "RETURNING id",
@@ -102,11 +113,19 @@ def _notifier(kind: str, config: str) -> Notifier:
 
 
 def deliver(ws: Workspace, event: Event, rows: list[tuple[str, str]]) -> None:
-    """Send ``event`` to each stored notifier in ``rows`` (kind, config), in the background."""
-    message = event_message(event)
+    """Send ``event`` to each stored notifier in ``rows`` (kind, config), in the background:
+    the registry operation that emitted it has committed, and nothing here may fail it."""
     for kind, config in rows:
+        ws.events.submit(functools.partial(_deliver_one, ws, kind, config, event))
+
+
+def _deliver_one(ws: Workspace, kind: str, config: str, event: Event) -> None:
+    try:
         notifier = _notifier(kind, config)
-        ws.events.submit(functools.partial(_send, ws, notifier, message, None, event.name))
+    except Exception as e:  # a stored config this version cannot read
+        log.warning("stored notifier (%s) cannot be built: %s", kind, e)
+        return
+    _send(ws, notifier, event_message(event), None, event.name)
 
 
 __all__ = ["deliver", "listed", "subscribe", "unsubscribe"]

@@ -182,6 +182,9 @@ def test_registry_events_use_the_same_notifiers(ws: mnb.Workspace, receiver: Rec
 
     hook = mnb.Webhook(url=receiver.url, secret=receiver.secret)
     subscription = ws.notify(hook, events=["promoted", "drift"])
+    # A cell run twice subscribes once: every event would be sent twice otherwise.
+    assert ws.notify(mnb.Webhook(url=receiver.url, secret=receiver.secret),
+                     events=["promoted", "drift"]) == subscription  # fmt: skip
     assert ws.notifiers()[["id", "events"]].to_dict("records") == [
         {"id": subscription, "events": ["promoted", "drift"]}
     ]
