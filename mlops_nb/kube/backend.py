@@ -8,6 +8,7 @@ attached from another process knows what it serves.
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..deploy.target import (
@@ -67,21 +68,30 @@ class KubernetesBackend(Backend):
         ``traffic="gateway-api"`` (the weights apply there), else the Service through the
         API server's service proxy."""
         if self.target.traffic == "gateway-api":
-            gw_ns, _, gw_name = str(self.target.gateway).rpartition("/")
-            gw_ns = gw_ns or self.ns
-            gateway = self.cluster.get("gateway.networking.k8s.io/v1", "Gateway", gw_name, gw_ns)
-            url = routing.gateway_url(gateway) if gateway is not None else None
-            if url is None:
-                state = "does not exist" if gateway is None else "has no address yet"
-                raise ClusterNotFound(
-                    f"Gateway {gw_ns}/{gw_name} {state}: the HTTPRoute's weights apply only "
-                    "behind it. Create it (or wait for its controller to program it: `kubectl "
-                    f"get gateway -n {gw_ns} {gw_name}`), or pass gateway= naming one that "
-                    "exists", status=404,
-                )  # fmt: skip
-            return f"{url}/{self.name}"
+            return self._gateway_url() + routing.route_path(self.ns, self.name)
         host = str(self.cluster.api.configuration.host).rstrip("/")
         return f"{host}/api/v1/namespaces/{self.ns}/services/{self.name}:http/proxy"
+
+    def _gateway_url(self, wait_s: float = 120.0) -> str:
+        """The Gateway's address, waiting (up to ``wait_s``) for its controller to give it
+        one: a Gateway created moments ago has none yet."""
+        gw_ns, _, gw_name = str(self.target.gateway).rpartition("/")
+        gw_ns = gw_ns or self.ns
+        deadline = time.monotonic() + wait_s
+        while True:
+            gateway = self.cluster.get("gateway.networking.k8s.io/v1", "Gateway", gw_name, gw_ns)
+            url = routing.gateway_url(gateway) if gateway is not None else None
+            if url is not None:
+                return url
+            if gateway is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        state = "does not exist" if gateway is None else f"has no address after {wait_s:g} s"
+        raise ClusterNotFound(
+            f"Gateway {gw_ns}/{gw_name} {state}: the HTTPRoute's weights apply only behind it. "
+            f"Create it (or check its controller: `kubectl get gateway -n {gw_ns} {gw_name}`), "
+            "or pass gateway= naming one that exists", status=404,
+        )  # fmt: skip
 
     def record(self) -> dict[str, Any]:
         return {"name": self.deployment, "namespace": self.ns, "target": self.target.to_record()}

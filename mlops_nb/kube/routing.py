@@ -32,15 +32,21 @@ def httproute(name: str, ns: str, weights: dict[int, int], gateway: str) -> dict
         parent["namespace"] = gw_ns
     refs = [{"group": "", "kind": "Service", "name": f"{name}-r{r}", "port": 80, "weight": w}
             for r, w in sorted(weights.items())]  # fmt: skip
-    # The deployment's own path on a Gateway that other routes share; its servers see "/".
+    # The deployment's own path on a Gateway that other routes (other namespaces too)
+    # share; its servers see "/".
     rewrite = {
         "type": "URLRewrite",
         "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}},
     }
     return {"apiVersion": GATEWAY, "kind": "HTTPRoute", "metadata": _meta(name, ns, name),
             "spec": {"parentRefs": [parent],
-                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": f"/{name}"}}],
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": route_path(ns, name)}}],
                                 "filters": [rewrite], "backendRefs": refs}]}}  # fmt: skip
+
+
+def route_path(ns: str, name: str) -> str:
+    """The path prefix a deployment's HTTPRoute claims on its Gateway: ``/<namespace>/<name>``."""
+    return f"/{ns}/{name}"
 
 
 def gateway_url(gateway: dict[str, Any]) -> str | None:

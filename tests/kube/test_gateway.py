@@ -66,7 +66,7 @@ def test_canary_weights_on_an_httproute_split_requests_through_the_gateway(
     )
     dep = models["v1"].deploy(target=k8s, replicas=1, timeout=180)
     gw = custom.get_namespaced_custom_object(GROUP, VERSION, "ml", "gateways", "public")
-    assert dep.endpoint == f"{gateway_url(gw)}/iris"
+    assert dep.endpoint == f"{gateway_url(gw)}/ml/iris"
     url = dep.endpoint + "/v2/models/iris/infer"
     assert _versions(url, X, 4) == {"1": 4}
     # A long pause holds the canary at its first step.
@@ -77,9 +77,7 @@ def test_canary_weights_on_an_httproute_split_requests_through_the_gateway(
         "iris-r1": 75, "iris-r2": 25,
     }  # fmt: skip
     wait_for(
-        lambda: route_accepted(custom),
-        60,
-        "the HTTPRoute accepted by its Gateway",
+        lambda: route_accepted_in(custom, "ml", "iris"), 60, "the HTTPRoute accepted by its Gateway"
     )
     # Weighted round-robin: every four requests, three to the stable version.
     assert _versions(url, X, 40) == {"1": 30, "2": 10}
@@ -92,13 +90,6 @@ def test_canary_weights_on_an_httproute_split_requests_through_the_gateway(
     wait_for(lambda: not emulator.kubelet.runs, 60, "pods stopped")
 
 
-def route_accepted(custom: Any) -> bool:
-    route = custom.get_namespaced_custom_object(GROUP, VERSION, "ml", "httproutes", "iris")
-    parents = (route.get("status") or {}).get("parents") or []
-    return any(c["type"] == "Accepted" and c["status"] == "True" for p in parents
-               for c in p["conditions"])  # fmt: skip
-
-
 def test_gateway_url_from_status_addresses() -> None:
     listeners = {"listeners": [{"name": "web", "protocol": "HTTP", "port": 8080}]}
     assert gateway_url({"spec": listeners}) is None
@@ -109,3 +100,35 @@ def test_gateway_url_from_status_addresses() -> None:
         {"type": "Hostname", "value": "models.example.com"}]}}) == "https://models.example.com"  # fmt: skip
     assert gateway_url({"spec": {}, "status": {"addresses": [
         {"type": "IPAddress", "value": "2001:db8::1"}]}}) == "http://[2001:db8::1]"  # fmt: skip
+
+
+def test_a_gateway_takes_routes_of_other_namespaces_only_when_its_listener_allows(
+    emulator: Emulator, kubeconfig: Any
+) -> None:
+    custom = _gateway(kubeconfig)
+    route = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "HTTPRoute",
+             "metadata": {"name": "other", "namespace": "default"},
+             "spec": {"parentRefs": [{"name": "public", "namespace": "ml"}],
+                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/default/other"}}],
+                                 "backendRefs": [{"name": "nothing", "port": 80, "weight": 0}]}]}}  # fmt: skip
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", "httproutes", route)
+    url = f"{emulator.url}/gateways/ml/public/default/other/v2/health/ready"
+    emulator.step()
+    # Listeners take routes of their own namespace unless they say otherwise: no route here.
+    assert httpx.get(url, timeout=30).status_code == 404
+    assert not route_accepted_in(custom, "default", "other")
+    custom.patch_namespaced_custom_object(GROUP, VERSION, "ml", "gateways", "public", {
+        "spec": {"listeners": [{"name": "http", "protocol": "HTTP", "port": 80,
+                                "allowedRoutes": {"namespaces": {"from": "All"}}}]}})  # fmt: skip
+    emulator.step()
+    wait_for(lambda: route_accepted_in(custom, "default", "other"), 60, "the route accepted")
+    # Now the route matches; its only backend has weight 0, which Gateway API answers 500.
+    answer = httpx.get(url, timeout=30)
+    assert answer.status_code == 500 and "weight above 0" in answer.text
+
+
+def route_accepted_in(custom: Any, ns: str, name: str) -> bool:
+    route = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "httproutes", name)
+    parents = (route.get("status") or {}).get("parents") or []
+    return any(c["type"] == "Accepted" and c["status"] == "True" for p in parents
+               for c in p["conditions"])  # fmt: skip

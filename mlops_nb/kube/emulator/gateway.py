@@ -13,8 +13,9 @@ canary's weights real on the emulator: among the rules of the HTTPRoutes whose
 ``URLRewrite`` filter's ``ReplacePrefixMatch``; then one of its ``backendRefs`` chosen by
 weight, its Service taking turns over its ready pods. Backends are chosen by smooth
 weighted round-robin (nginx's), so the split is exact, not random: with weights 75 and 25,
-every 4 consecutive requests send 3 to the first. No rule matching the path: 404; no
-backend of weight above 0: 500 (as the specification says).
+every 4 consecutive requests send 3 to the first. A listener takes routes of its own
+namespace unless its ``allowedRoutes`` says ``from: All``. No rule matching the path: 404;
+no backend of weight above 0: 500 (as the specification says).
 """
 
 from __future__ import annotations
@@ -36,15 +37,25 @@ CONTROLLER = "mlops-nb.dev/emulator-gateway"
 MANAGER = "emulator-gateway-controller"
 
 
-def _attached(route: dict[str, Any], ns: str, name: str) -> bool:
+def _attached(route: dict[str, Any], gw: dict[str, Any]) -> bool:
+    """Whether ``route`` names ``gw`` among its parents and the Gateway admits it: by
+    default its listeners take routes of their own namespace only (``allowedRoutes``)."""
+    ns, name = gw["metadata"]["namespace"], gw["metadata"]["name"]
     home = route["metadata"]["namespace"]
-    return any(
+    named = any(
         ref.get("kind", "Gateway") == "Gateway"
         and ref.get("group", "gateway.networking.k8s.io") == "gateway.networking.k8s.io"
         and ref.get("name") == name
         and ref.get("namespace", home) == ns
         for ref in route["spec"].get("parentRefs") or []
     )
+    if not named:
+        return False
+    allowed = {
+        ((x.get("allowedRoutes") or {}).get("namespaces") or {}).get("from", "Same")
+        for x in (gw.get("spec") or {}).get("listeners") or [{}]
+    }
+    return "All" in allowed or home == ns
 
 
 def _prefix(rule: dict[str, Any]) -> str | None:
@@ -99,7 +110,7 @@ class Gateways:
                 gw["status"] = {**status, "addresses": addresses, "conditions": [cond]}
                 store.replace(GATEWAY, ns, name, gw, MANAGER, subresource="status")
             for route in store.list(ROUTE, None):
-                if _attached(route, ns, name):
+                if _attached(route, gw):
                     self._accept(route, ns, name)
 
     def _accept(self, route: dict[str, Any], ns: str, name: str) -> None:
@@ -111,10 +122,15 @@ class Gateways:
                                   "message": "attached", "observedGeneration": gen,
                                   "lastTransitionTime": now()}]}  # fmt: skip
         parents = (route.get("status") or {}).get("parents") or []
-        seen = [p for p in parents if p.get("parentRef", {}).get("name") == name]
+
+        def this(p: dict[str, Any]) -> bool:
+            ref = p.get("parentRef", {})
+            return bool(ref.get("name") == name and ref.get("namespace") == ns)
+
+        seen = [p for p in parents if this(p)]
         if seen and seen[0]["conditions"][0].get("observedGeneration") == gen:
             return
-        others = [p for p in parents if p.get("parentRef", {}).get("name") != name]
+        others = [p for p in parents if not this(p)]
         route["status"] = {"parents": [*others, parent]}
         m = route["metadata"]
         self.emu.store.replace(ROUTE, m["namespace"], m["name"], route, MANAGER,
@@ -122,10 +138,10 @@ class Gateways:
 
     def route(self, ns: str, name: str, path: str) -> tuple[str, str, str]:
         """(backend namespace, ``service:port``, rewritten path) for a request to ``path``."""
-        self.emu.store.get(GATEWAY, ns, name)  # 404 for an unknown Gateway
+        gw = self.emu.store.get(GATEWAY, ns, name)  # 404 for an unknown Gateway
         best: tuple[int, dict[str, Any], str, int, dict[str, Any]] | None = None
         for route in self.emu.store.list(ROUTE, None):
-            if not _attached(route, ns, name):
+            if not _attached(route, gw):
                 continue
             for i, rule in enumerate(route["spec"].get("rules") or []):
                 prefix = _prefix(rule)

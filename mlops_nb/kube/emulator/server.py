@@ -91,7 +91,9 @@ class Handler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in url.path.split("/") if p]
         try:
             if parts[:1] == ["gateways"] and len(parts) >= 3:
-                self._gateway(emu, parts[1], parts[2], "/" + "/".join(parts[3:]))
+                # The path after the Gateway as the client sent it (quoting, a last slash).
+                raw = url.path.split("/", 4)
+                self._gateway(emu, parts[1], parts[2], "/" + (raw[4] if len(raw) > 4 else ""))
             elif not self._discovery(parts):
                 self._resource(emu, parts)
         except ApiError as e:
