@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from .reaper import Descendants, die_with_parent
+from .reaper import Descendants, detached, die_with_parent
 
 _CHUNK = 65536
 
@@ -94,7 +94,8 @@ def _group_alive(pgid: int) -> bool:
 def kill_tree(proc: subprocess.Popen[bytes], grace: float) -> int:
     """Stop ``proc``, its process group and every descendant; returns how many were hit."""
     try:
-        extra = psutil.Process(proc.pid).children(recursive=True)
+        # A deployment the stage started (its router and replicas) stays up.
+        extra = [p for p in psutil.Process(proc.pid).children(recursive=True) if not detached(p)]
     except psutil.Error:
         extra = []
     _signal_group(proc.pid, signal.SIGTERM)

@@ -110,7 +110,9 @@ def _running(p: psutil.Process) -> bool:
     return False
 
 
-def _detached(p: psutil.Process) -> bool:
+def detached(p: psutil.Process) -> bool:
+    """Started to outlive its job (``MLOPS_NB_DETACHED=1``): a deployment's router,
+    controller or replica."""
     with contextlib.suppress(psutil.Error):
         return p.environ().get(DETACHED) == "1"
     return False
@@ -168,6 +170,6 @@ class Descendants:
     def kill_survivors(self, grace: float) -> int:
         """Kill what the stage left running (detached services aside); returns how many."""
         found = {p for p in self.seen | set(self._marked()) if p != self.root}
-        alive = [p for p in found if _running(p) and not _detached(p)]
+        alive = [p for p in found if _running(p) and not detached(p)]
         _stops(alive, grace)
         return len(alive)

@@ -243,24 +243,31 @@ def test_children_that_escape_with_setsid_are_killed_when_the_stage_exits(
             psutil.Process(pid).kill()
 
 
-def test_a_detached_service_outlives_its_stage(ws: mnb.Workspace, project: Path) -> None:
-    """What a stage starts with MLOPS_NB_DETACHED=1 (a deployment's router) stays up."""
+@pytest.mark.parametrize("ends", ["exits", "times out"])
+def test_a_detached_service_outlives_its_stage(ws: mnb.Workspace, project: Path, ends: str) -> None:
+    """What a stage starts with MLOPS_NB_DETACHED=1 (a deployment's router) stays up, also
+    when the stage is killed for running past its timeout."""
     pid_file = project / "pid"
     # Started the way a deployment starts its router: a session of its own, the marker set.
+    hang = "import time; time.sleep(1000)" if ends == "times out" else ""
     write(project, "serve.py", f"""\
 import os, subprocess
 env = {{**os.environ, "MLOPS_NB_DETACHED": "1"}}
 proc = subprocess.Popen(["sleep", "1000"], start_new_session=True, env=env)
 open({str(pid_file)!r}, "w").write(str(proc.pid))
+{hang}
 """)  # fmt: skip
-    p = mnb.Pipeline(
-        name="service", base_dir=project, stages=[mnb.Stage("serve", script="serve.py")]
-    )
+    timeout = 0.05 if ends == "times out" else None
+    p = mnb.Pipeline(name="service", base_dir=project,
+                     stages=[mnb.Stage("serve", script="serve.py", timeout_minutes=timeout)])  # fmt: skip
     r = run(p, ws)
     service = psutil.Process(int(pid_file.read_text()))
     try:
-        assert r.status().status == "succeeded" and service.is_running()
-        assert r.attempts("serve")[0].error is None
+        assert service.is_running() and service.status() != psutil.STATUS_ZOMBIE
+        if ends == "exits":
+            assert r.status().status == "succeeded" and r.attempts("serve")[0].error is None
+        else:
+            assert r.status().status == "failed" and r.attempts("serve")[0].verdict == "timeout"
     finally:
         service.kill()
         service.wait(30)
