@@ -6,8 +6,9 @@ staging name in the model's log folder, so the first file is already being writt
 the workspace's transaction begins, the version is resolved and the column kinds are
 checked. Only then does each file get its partition (``version=`` is known inside the
 transaction): the staged files are renamed into place just before the transaction
-commits. When anything fails, every staged and placed file is removed; a crash leaves
-staging files that :func:`.compact.compact` sweeps away.
+commits. When anything fails before that, every staged file is removed; a crash leaves
+staging files, and a commit that fails leaves placed files no catalog row names, which
+:func:`.compact.compact` sweeps away.
 
 Generated ids are ``<20 hex digits>-<row number>``, the row number zero-padded to the
 width of the call's largest, so a call's ids sort in row order:
@@ -39,9 +40,26 @@ def id_prefix() -> bytes:
     return (uuid.uuid4().hex[:20] + "-").encode()
 
 
-@lru_cache(maxsize=8)
 def _digits(start: int, stop: int, width: int) -> np.ndarray[tuple[int, int], np.dtype[np.uint8]]:
-    # Calls of one size repeat (a logging loop), so the digits are made once per size.
+    # Calls of one size repeat (a logging loop): the digits of small calls are made once.
+    if stop - start <= _CACHED_ROWS:
+        return _cached_digits(start, stop, width)
+    return _make_digits(start, stop, width)
+
+
+_CACHED_ROWS = 250_000  # at most a few MB per cached size
+
+
+@lru_cache(maxsize=4)
+def _cached_digits(
+    start: int, stop: int, width: int
+) -> np.ndarray[tuple[int, int], np.dtype[np.uint8]]:
+    return _make_digits(start, stop, width)
+
+
+def _make_digits(
+    start: int, stop: int, width: int
+) -> np.ndarray[tuple[int, int], np.dtype[np.uint8]]:
     out = np.empty((stop - start, width), np.uint8)
     rest = np.arange(start, stop, dtype=np.int64)
     for k in range(width - 1, -1, -1):
@@ -73,7 +91,6 @@ class ChunkWriter:
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._jobs: list[Future[None]] = []
         self._staged: list[tuple[Path, int, datetime | None, datetime | None]] = []
-        self._placed: list[Path] = []
 
     def start(self, i: int) -> pa.Schema:
         """Convert chunk ``i`` and queue its file (after chunk ``i - 1``'s file is written,
@@ -104,13 +121,18 @@ class ChunkWriter:
             final = Path(seg.path)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, final)
-            self._placed.append(final)
 
     def discard(self) -> None:
-        """Remove every file of the call, staged or placed (the call failed)."""
+        """Remove the call's staged files (the call failed).
+
+        Files already placed are left: they were placed just before the commit, and a
+        failure reported after it (while the connection is released) would otherwise
+        delete rows that are committed. If the commit did fail, they are files the catalog
+        does not list, which :func:`.compact.compact` sweeps away.
+        """
         for job in self._jobs:
             job.exception()  # every write has ended before its file is removed
-        for path in [p for p, *_ in self._staged] + self._placed:
+        for path, *_ in self._staged:
             path.unlink(missing_ok=True)
 
     def close(self) -> None:
