@@ -181,6 +181,26 @@ def test_policy_wait_queues_behind_the_running_run(ws: mnb.Workspace, project: P
     )
 
 
+def test_the_policy_holds_across_processes(ws: mnb.Workspace, project: Path) -> None:
+    first = _blocking(project, "refuse").run(workspace=ws)
+    _running(ws, first)
+    release = project / "release"
+    (project / "nightly.yaml").write_text("""\
+name: nightly
+concurrency: refuse
+stages:
+  - name: work
+    script: echo never
+""")  # fmt: skip
+    cli = [sys.executable, "-m", "mlops_nb.cli", "-w", ws.path, "pipeline", "run",
+           str(project / "nightly.yaml")]  # fmt: skip
+    refused = subprocess.run(cli, capture_output=True, text=True, timeout=120, cwd=project)
+    assert refused.returncode != 0 and f"running as {first.id}" in refused.stderr, refused.stderr
+    release.touch()
+    assert first.wait(240).status().status == "succeeded"
+    assert ws.pipeline_runs()["status"].tolist() == ["succeeded"]  # nothing else started
+
+
 def test_another_process_sees_the_running_pipeline_and_a_dead_one_is_abandoned(
     ws: mnb.Workspace, project: Path,
 ) -> None:  # fmt: skip
