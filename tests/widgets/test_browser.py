@@ -205,6 +205,7 @@ def test_quickstart_in_jupyterlab(browser: Browser, tmp_path: Path) -> None:
 
         _click_promote(page, "v4 1.3.0 (development)", "canary went well")
         page.screenshot(path=str(tmp_path / "jupyterlab.png"), full_page=False)
+        assert (tmp_path / "jupyterlab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with mnb.open(workdir / "mlops.duckdb") as ws:
             assert ws.model("iris").version(4).stage == "staging"
             assert ws.audit("iris").iloc[-1]["reason"] == "canary went well"
@@ -255,6 +256,7 @@ def test_dashboard_in_voila(browser: Browser, team_workspace: Path, tmp_path: Pa
         page.locator(".lm-TabBar-tab", has_text="Models").click()
         _click_promote(page, "v2 1.1.0 (development)", "ready for staging")
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=False)
+        assert (tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with mnb.open(team_workspace) as ws:
             assert ws.model("iris").version(2).stage == "staging"
     finally:
