@@ -137,3 +137,28 @@ def test_drift_over_many_columns_shows_a_bar(
     err = capsys.readouterr().err
     assert shown in err, err
     assert ("40/40" if exact else "1300/1300") in err, err
+
+
+def test_a_kernel_gets_a_widget_bar_not_a_text_one() -> None:
+    """In a real kernel (nbclient), with the mode left to its detection."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    # The variable is dropped in the kernel: the tests' environment turns bars off.
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os\nos.environ.pop('MLOPS_NB_PROGRESS', None)\n"
+        "from mlops_nb import progress\nprint(progress.mode())\n" + SCRIPT
+    )]  # fmt: skip
+    NotebookClient(nb, timeout=120, kernel_name="python3", startup_timeout=120).execute()
+    outputs = nb.cells[0].outputs
+    assert any(o.get("text", "").startswith("notebook") for o in outputs), outputs
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert views, outputs  # tqdm's widget bar was displayed ...
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "work" not in stderr  # ... and no text bar
