@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from . import logstore
 from .catalog import Segment
@@ -88,7 +89,6 @@ class ChunkWriter:
             for start in range(0, n, logstore.CHUNK_ROWS)
         ]
         self._root, self._model, self._build = root, model, build
-        self._pool = ThreadPoolExecutor(max_workers=1)
         self._jobs: list[Future[None]] = []
         self._staged: list[tuple[Path, int, datetime | None, datetime | None]] = []
 
@@ -103,7 +103,10 @@ class ChunkWriter:
         if self._jobs:
             self._jobs[-1].result()
         self._staged.append((path, table.num_rows, low.as_py(), high.as_py()))
-        self._jobs.append(self._pool.submit(_write, path, table))
+        # The writer is opened here: its setup is Python that would otherwise wait for the
+        # GIL on the writer thread while this thread goes on converting and checking.
+        writer = pq.ParquetWriter(path, table.schema, **_WRITER_OPTIONS)
+        self._jobs.append(_POOL.submit(_write, writer, path, table))
         return table.schema
 
     def segments(self, version: int) -> list[Segment]:
@@ -136,14 +139,23 @@ class ChunkWriter:
             path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        """Wait for the call's files to be written (the writer thread stays for the next)."""
+        for job in self._jobs:
+            job.exception()
 
 
-def _write(path: Path, table: pa.Table) -> None:
-    import pyarrow.parquet as pq
+# One writer thread for the process, kept between calls: a logging loop does not start
+# and join a thread per call. Each call waits for its own files only.
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlops-nb-log")
+_ROW_GROUP = int(logstore.WRITE_OPTIONS["row_group_size"])  # type: ignore[call-overload]
+_WRITER_OPTIONS = {k: v for k, v in logstore.WRITE_OPTIONS.items() if k != "row_group_size"}
 
+
+def _write(writer: pq.ParquetWriter, path: Path, table: pa.Table) -> None:
+    """What ``pq.write_table(table, path, **WRITE_OPTIONS)`` does, the writer opened."""
     try:
-        pq.write_table(table, path, **logstore.WRITE_OPTIONS)
+        with writer:
+            writer.write_table(table, row_group_size=_ROW_GROUP)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
