@@ -33,6 +33,30 @@ def ws(tmp_path: Path) -> Iterator[mnb.Workspace]:
     workspace.close()
 
 
+def notebook(*cells: str, parameters: str | None = None) -> Any:
+    """A Python 3 notebook of code ``cells``, after a cell tagged ``parameters`` (papermill's)
+    holding ``parameters`` when given."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}  # fmt: skip
+    code = [nbformat.v4.new_code_cell(c) for c in cells]
+    if parameters is not None:
+        params = nbformat.v4.new_code_cell(parameters)
+        params.metadata["tags"] = ["parameters"]
+        code.insert(0, params)
+    nb.cells = code
+    return nb
+
+
+def write_notebook(path: Path, *cells: str, parameters: str | None = None) -> Path:
+    import nbformat
+
+    nbformat.write(notebook(*cells, parameters=parameters), path)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

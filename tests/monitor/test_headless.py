@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 import mlops_nb as mnb
+from tests.conftest import write_notebook
 from tests.test_monitoring_notebook import MODEL, NOTEBOOK, _recent, _traffic, _workspace
 
 pytestmark = pytest.mark.usefixtures("s3_env")
@@ -125,19 +126,8 @@ def test_a_missing_workspace_exits_2_and_creates_nothing(tmp_path: Path, s3_endp
 
 
 def test_a_kernel_that_dies_is_a_failed_run_not_a_breach(tmp_path: Path) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    params = nbformat.v4.new_code_cell("workspace = model = None\nfail_on_drift = True")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("import os\nos._exit(3)")]
-    source = tmp_path / "dies.ipynb"
-    nbformat.write(nb, source)
+    source = write_notebook(tmp_path / "dies.ipynb", "import os\nos._exit(3)",
+                            parameters="workspace = model = None\nfail_on_drift = True")  # fmt: skip
     path = healthy_workspace(tmp_path)
     out = tmp_path / "runs"
     done = subprocess.run(

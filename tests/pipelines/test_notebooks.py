@@ -4,26 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import psutil
 
 import mlops_nb as mnb
 
+from ..conftest import write_notebook
 from .conftest import gone
 
 
 def _notebook(path: Path, *cells: str) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    params = nbformat.v4.new_code_cell("data = 'default'")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(path, *cells, parameters="data = 'default'")
 
 
 def test_a_dead_kernel_fails_the_stage_with_a_clear_log(ws: mnb.Workspace, project: Path) -> None:

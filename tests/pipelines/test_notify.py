@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 import mlops_nb as mnb
 from mlops_nb.pipelines.history import notifications
 
-from ..conftest import Receiver, free_port
+from ..conftest import Receiver, free_port, write_notebook
 from .conftest import wait_for
 
 
@@ -149,18 +149,12 @@ def test_notebook_stage_is_attached_to_the_email(ws: mnb.Workspace, project: Pat
                                                  smtp: tuple[Mailbox, int]) -> None:  # fmt: skip
     import nbformat
 
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    params = nbformat.v4.new_code_cell("data = 'default'\nthreshold = 0.5")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
+    write_notebook(
+        project / "score.ipynb",
         "from mlops_nb.pipelines import output\nprint('scoring', data, threshold)\n"
-        "output('scored', data)")]  # fmt: skip
-    nbformat.write(nb, project / "score.ipynb")
+        "output('scored', data)",
+        parameters="data = 'default'\nthreshold = 0.5",
+    )
     box, port = smtp
     p = mnb.Pipeline(name="nb", base_dir=project, stages=[
         mnb.Stage("score", notebook="score.ipynb", parameters={"threshold": 0.9}, timeout_minutes=4),

@@ -11,6 +11,8 @@ import pytest
 import mlops_nb as mnb
 from mlops_nb import progress
 
+from ..conftest import notebook
+
 SCRIPT = (
     "import time\nfrom mlops_nb.progress import progress\n"
     "for _ in progress(range(3), desc='work', delay=0):\n    time.sleep(0.05)\n"
@@ -141,20 +143,13 @@ def test_drift_over_many_columns_shows_a_bar(
 
 def test_a_kernel_gets_a_widget_bar_not_a_text_one() -> None:
     """In a real kernel (nbclient), with the mode left to its detection."""
-    import nbformat
     from nbclient import NotebookClient
 
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
     # The variable is dropped in the kernel: the tests' environment turns bars off.
-    nb.cells = [nbformat.v4.new_code_cell(
+    nb = notebook(
         "import os\nos.environ.pop('MLOPS_NB_PROGRESS', None)\n"
         "from mlops_nb import progress\nprint(progress.mode())\n" + SCRIPT
-    )]  # fmt: skip
+    )
     NotebookClient(nb, timeout=120, kernel_name="python3", startup_timeout=120).execute()
     outputs = nb.cells[0].outputs
     assert any(o.get("text", "").startswith("notebook") for o in outputs), outputs
