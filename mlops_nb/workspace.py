@@ -414,16 +414,18 @@ class Workspace:
     ) -> None:
         event = Event(name, model, version, self.actor(), self.now(), data)
         self.events.run_callbacks(event)
-        hooks = self._store.read(
-            lambda con: con.execute(
+
+        def due(con: duckdb.DuckDBPyConnection) -> tuple[list[Any], list[tuple[str, str]]]:
+            hooks = con.execute(
                 "SELECT id, url, secret FROM webhooks WHERE list_contains(events, ?) "
                 "OR list_contains(events, '*') ORDER BY id",
                 [name],
             ).fetchall()
-        )
+            return hooks, _subscribed(con, name)
+
+        hooks, subscribed = self._store.read(due)
         for hook_id, url, secret in hooks:
             self.events.submit(functools.partial(self._deliver, hook_id, url, secret, event))
-        subscribed = self._store.read(lambda con: _subscribed(con, name))
         if subscribed:
             from .pipelines.subscriptions import deliver
 

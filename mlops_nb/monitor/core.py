@@ -199,10 +199,8 @@ class Monitor:
             first = chunks.start(0)  # written while the transaction begins
             result, crowded = ws._store.write(write)
         except BaseException:
-            chunks.discard()
+            chunks.discard()  # waits for the call's files, then removes the staged ones
             raise
-        finally:
-            chunks.close()
         if crowded:
             compact.compact(self, folders=crowded)
         return result

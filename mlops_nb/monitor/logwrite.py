@@ -138,11 +138,6 @@ class ChunkWriter:
         for path, *_ in self._staged:
             path.unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Wait for the call's files to be written (the writer thread stays for the next)."""
-        for job in self._jobs:
-            job.exception()
-
 
 # One writer thread for the process, kept between calls: a logging loop does not start
 # and join a thread per call. Each call waits for its own files only.
