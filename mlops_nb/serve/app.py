@@ -136,12 +136,16 @@ class ModelServer:
         if waiting >= self.spec.max_queue:
             raise Overloaded(f"{waiting} requests are waiting for a worker (max_queue)")
         if self.batcher is not None:
-            # One turn of the loop lets requests that arrived together start, so a lone
-            # request is seen alone and goes straight to a worker, while concurrent ones
-            # share a batch.
-            await asyncio.sleep(0)
+            if self._inline:
+                # The old path, kept as it was: one turn of the loop lets requests that
+                # arrived together start, so they share a batch.
+                await asyncio.sleep(0)
+            # A lone request goes straight to a worker, as a batch of its own; requests
+            # that arrive while it runs queue behind it and share the next predict.
             if self._active > 1 or self.batcher.busy:
                 return await self.batcher(batch)
+            if not self._inline:
+                return await self.batcher.solo(batch)
         self.metrics.batch_sizes.observe(batch.rows)
         if self._inline:
             return self.predictor.predict([batch])[0]

@@ -1,8 +1,8 @@
 """Adaptive micro-batching: never wait for company, but share a predict when it is busy.
 
 A request that finds the model idle and no other request in flight goes straight to a
-worker thread (the server decides, see ``ModelServer.infer``). Otherwise requests go
-through the batcher: those that arrive while predicts are running queue up, and the next
+worker thread (:meth:`Batcher.solo`; the server decides, see ``ModelServer._predict``),
+and counts as a running batch. Otherwise requests go through the batcher: those that arrive while predicts are running queue up, and the next
 free worker takes all of them (up to ``max_rows``) as one vectorized call. Under no load
 nothing waits; under load the batch grows with the queue. A batch that fails is retried
 request by request, so one bad request cannot fail the others. A request that gave up
@@ -69,6 +69,29 @@ class Batcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, future))
+        self._start(loop)
+        return await future
+
+    async def solo(self, item: In) -> Out:
+        """Run one item now, as a batch of its own: the path of a request that found the
+        model idle. It counts as a running batch, so requests that arrive meanwhile queue
+        and share the next predict instead of starting one each."""
+        me = object()
+        self._running += 1
+        self._since[id(me)] = time.monotonic()
+        if self._on_batch is not None:
+            self._on_batch(self._size(item))
+        try:
+            out: Out = (await self._execute(self._run, [item]))[0]
+            return out
+        finally:
+            self._since.pop(id(me), None)
+            self._running -= 1
+            if self._queue:
+                self._start(asyncio.get_running_loop())
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a drainer if none runs, or another if the running ones are slow."""
         if self._running < self.concurrency and (
             self._running == 0 or self._oldest() > self.spill_after
         ):
@@ -76,7 +99,6 @@ class Batcher(Generic[In, Out]):
             task = loop.create_task(self._drain())
             self._drainers.add(task)
             task.add_done_callback(self._drainers.discard)
-        return await future
 
     def _oldest(self) -> float:
         """Seconds the longest-running batch has run (0 before any has started)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -20,6 +21,19 @@ async def until(check: object, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"not {what} within {DEADLINE}s")
         await asyncio.sleep(0.005)
+
+
+def held_at_zero(batches: list[list[int]], release: threading.Event) -> Any:
+    """A batch function that records each batch and holds the one of item 0 until
+    ``release``."""
+
+    def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if items == [0]:
+            release.wait(DEADLINE)
+        return [i * 10 for i in items]
+
+    return run
 
 
 def test_pool_runs_off_the_loop_and_reports_a_stuck_job() -> None:
@@ -70,11 +84,7 @@ def test_a_second_batch_starts_only_when_the_first_is_slow(spill_after: float) -
     release = threading.Event()
     batches: list[list[int]] = []
 
-    def run(items: list[int]) -> list[int]:
-        batches.append(items)
-        if items == [0]:
-            release.wait(DEADLINE)
-        return [i * 10 for i in items]
+    run = held_at_zero(batches, release)
 
     batcher: Batcher[int, int] = Batcher(
         run, lambda _: 1, pool.run, concurrency=2, spill_after=spill_after
@@ -100,3 +110,47 @@ def test_a_second_batch_starts_only_when_the_first_is_slow(spill_after: float) -
         release.set()
         pool.close()
     assert batches == [[0], [1]]
+
+
+def test_a_solo_request_holds_the_batcher_and_later_ones_share_the_next_predict() -> None:
+    pool = WorkerPool(2)
+    release = threading.Event()
+    batches: list[list[int]] = []
+    sizes: list[int] = []
+
+    run = held_at_zero(batches, release)
+
+    batcher: Batcher[int, int] = Batcher(
+        run, lambda _: 1, pool.run, concurrency=2, spill_after=1e9, on_batch=sizes.append
+    )
+
+    async def main() -> None:
+        solo = asyncio.ensure_future(batcher.solo(0))
+        await until(lambda: pool.running == 1, "running")
+        assert batcher.busy
+        later = [asyncio.ensure_future(batcher(i)) for i in (1, 2)]
+        await asyncio.sleep(0)  # let them enqueue
+        # They wait behind the solo predict instead of starting one each.
+        assert batcher.queued == 2 and pool.running == 1
+        release.set()
+        assert await solo == 0
+        assert [await f for f in later] == [10, 20]
+        assert not batcher.busy
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
+        pool.close()
+    assert batches == [[0], [1, 2]] and sizes == [1, 2]
+
+
+def test_a_pool_answers_a_new_event_loop_after_the_first_one_closed() -> None:
+    pool = WorkerPool(1)
+    try:
+        assert asyncio.run(pool.run(lambda x: x + 1, 1)) == 2
+        assert asyncio.run(pool.run(lambda x: x + 2, 1)) == 3
+    finally:
+        pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(pool.run(lambda x: x, 1))
