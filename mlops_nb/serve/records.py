@@ -27,6 +27,8 @@ from .redact import Redactor
 from .values import NUMPY_OF
 
 MISFIT = "misfit"
+# A chunk's 2-D input, before it is split into one column per feature.
+TENSOR = "feature.*"
 
 # The spool format's own columns keep their types even in a flush where all are missing.
 _FIXED_TYPES = {
@@ -63,9 +65,9 @@ def chunk_of(
         chunk["error"] = error
     for name, values in columns.items():
         if values.ndim == 2:
-            # One 2-D tensor: one column per feature, x0..x{k-1}, as the signature's order.
-            for k in range(values.shape[1]):
-                chunk[f"feature.x{k}"] = values[:, k]
+            # One 2-D tensor, kept whole: table_of makes one column per feature of it,
+            # x0..x{k-1}, in the signature's order.
+            chunk[TENSOR] = values
         else:
             chunk[f"feature.{name}"] = values
     return chunk
@@ -167,27 +169,33 @@ def table_of(
     chunks: list[dict[str, Any]], types: dict[str, pa.DataType], redactor: Redactor | None
 ) -> pa.Table:
     """One Arrow table from many small chunks (see the module docstring)."""
+    chunks, blocks = _split_tensors(chunks)
     names: list[str] = []
+    seen: set[tuple[str, ...]] = set()
     for chunk in chunks:
-        names.extend(n for n in chunk if n not in names)
+        keys = tuple(chunk)  # mostly the same few: look at each set of keys once
+        if keys not in seen:
+            seen.add(keys)
+            names.extend(n for n in keys if n not in names and n != TENSOR)
+    names.extend(blocks)
     counts = [len(chunk["id"]) for chunk in chunks]
     misfits: list[dict[str, Any] | None] = [None] * sum(counts)
     columns = {}
     for name in names:
-        flat: list[Any] = []
-        for chunk, n in zip(chunks, counts, strict=True):
-            value = chunk.get(name)
-            if isinstance(value, list):
-                flat.extend(value)
-            elif isinstance(value, np.ndarray):
-                flat.extend(value.tolist())
-            else:
-                flat.extend([value] * n)
         if name == "timestamp":
+            flat = _gather(name, chunks, counts)
             columns[name] = pa.array(flat, type=pa.int64()).cast(pa.timestamp("us", tz="UTC"))
             continue
         want = types.get(name, _FIXED_TYPES.get(name))
         redacted = redactor is not None and redactor.covers(name)
+        if name in blocks:
+            try:
+                columns[name] = _cast(pa.array(blocks[name], from_pandas=True), want)
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                flat = blocks[name].tolist()  # what does not fit, sorted out value by value
+        else:
+            flat = _gather(name, chunks, counts)
         columns[name] = _column(name, flat, want, misfits, redacted)
     if any(m is not None for m in misfits):
         columns[MISFIT] = pa.array(
@@ -196,3 +204,54 @@ def table_of(
         )
     table = pa.table(columns)
     return redactor.apply(table) if redactor else table
+
+
+def _cast(arr: pa.Array, want: pa.DataType | None) -> pa.Array:
+    if pa.types.is_null(arr.type):
+        return arr.cast(want or pa.string())
+    return arr.cast(want) if want is not None and arr.type != want else arr
+
+
+def _split_tensors(
+    chunks: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray[Any, Any]]]:
+    """The chunks' 2-D inputs as one column per feature. When every chunk has one of the
+    same width and numeric type (the usual case), they are joined into one block and
+    returned as whole columns (``TENSOR`` keys are then skipped); else each chunk gets
+    feature columns of its own."""
+    tensors = [c.get(TENSOR) for c in chunks]
+    if all(t is None for t in tensors):
+        return chunks, {}
+    first = tensors[0]
+    if (
+        first is not None
+        and first.dtype.kind in "biuf"
+        and all(
+            t is not None and t.dtype == first.dtype and t.shape[1] == first.shape[1]
+            for t in tensors
+        )
+    ):
+        block = np.concatenate(tensors)
+        return chunks, {f"feature.x{k}": block[:, k] for k in range(block.shape[1])}
+    out = []
+    for chunk, values in zip(chunks, tensors, strict=True):
+        if values is not None:
+            chunk = {k: v for k, v in chunk.items() if k != TENSOR}
+            for k in range(values.shape[1]):
+                chunk[f"feature.x{k}"] = values[:, k]
+        out.append(chunk)
+    return out, {}
+
+
+def _gather(name: str, chunks: list[dict[str, Any]], counts: list[int]) -> list[Any]:
+    """One column's values over all chunks, as one list (missing ones as None)."""
+    flat: list[Any] = []
+    for chunk, n in zip(chunks, counts, strict=True):
+        value = chunk.get(name)
+        if isinstance(value, list):
+            flat.extend(value)
+        elif isinstance(value, np.ndarray):
+            flat.extend(value.tolist())
+        else:
+            flat.extend([value] * n)
+    return flat
