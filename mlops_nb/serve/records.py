@@ -231,7 +231,7 @@ def _split_tensors(
             for t in tensors
         )
     ):
-        block = np.concatenate(tensors)
+        block: np.ndarray[Any, Any] = np.concatenate([t for t in tensors if t is not None])
         return chunks, {f"feature.x{k}": block[:, k] for k in range(block.shape[1])}
     out = []
     for chunk, values in zip(chunks, tensors, strict=True):
