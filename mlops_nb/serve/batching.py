@@ -2,8 +2,9 @@
 
 A request that finds the model idle and no other request in flight goes straight to a
 worker thread (:meth:`Batcher.solo`; the server decides, see ``ModelServer._predict``),
-and counts as a running batch. Otherwise requests go through the batcher: those that arrive while predicts are running queue up, and the next
-free worker takes all of them (up to ``max_rows``) as one vectorized call. Under no load
+and counts as a running batch. Otherwise requests go through the batcher: those that
+arrive while predicts are running queue up, and the next free worker takes all of them
+(up to ``max_rows``) as one vectorized call. Under no load
 nothing waits; under load the batch grows with the queue. A batch that fails is retried
 request by request, so one bad request cannot fail the others. A request that gave up
 waiting (its timeout passed) is left out of the next batch.
@@ -76,16 +77,16 @@ class Batcher(Generic[In, Out]):
         """Run one item now, as a batch of its own: the path of a request that found the
         model idle. It counts as a running batch, so requests that arrive meanwhile queue
         and share the next predict instead of starting one each."""
-        me = object()
+        me = id(asyncio.current_task())  # keyed like a drainer's running batch
         self._running += 1
-        self._since[id(me)] = time.monotonic()
+        self._since[me] = time.monotonic()
         if self._on_batch is not None:
             self._on_batch(self._size(item))
         try:
             out: Out = (await self._execute(self._run, [item]))[0]
             return out
         finally:
-            self._since.pop(id(me), None)
+            self._since.pop(me, None)
             self._running -= 1
             if self._queue:
                 self._start(asyncio.get_running_loop())

@@ -127,22 +127,21 @@ def _text(v: Any) -> Any:
 
 def _column(
     name: str,
-    flat: list[Any],
+    values: list[Any] | np.ndarray[Any, Any],
     want: pa.DataType | None,
     misfits: list[dict[str, Any] | None],
     redacted: bool,
 ) -> pa.Array:
     try:
-        arr = pa.array(flat, from_pandas=True)
+        arr = pa.array(values, from_pandas=True)
         if pa.types.is_null(arr.type):
             return arr.cast(want or pa.string())
-        if want is not None and arr.type != want:
-            arr = arr.cast(want)
-        return arr
+        return arr.cast(want) if want is not None and arr.type != want else arr
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
             ValueError, OverflowError):  # fmt: skip
         pass
     # The slow path, value by value, only for a column with a value that does not fit.
+    flat = values.tolist() if isinstance(values, np.ndarray) else values
     target = want or _type_of(flat)
     kept: list[Any] = []
     for i, v in enumerate(flat):
@@ -188,15 +187,8 @@ def table_of(
             continue
         want = types.get(name, _FIXED_TYPES.get(name))
         redacted = redactor is not None and redactor.covers(name)
-        if name in blocks:
-            try:
-                columns[name] = _cast(pa.array(blocks[name], from_pandas=True), want)
-                continue
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                flat = blocks[name].tolist()  # what does not fit, sorted out value by value
-        else:
-            flat = _gather(name, chunks, counts)
-        columns[name] = _column(name, flat, want, misfits, redacted)
+        values = blocks[name] if name in blocks else _gather(name, chunks, counts)
+        columns[name] = _column(name, values, want, misfits, redacted)
     if any(m is not None for m in misfits):
         columns[MISFIT] = pa.array(
             [None if m is None else json.dumps(m, sort_keys=True) for m in misfits],
@@ -204,12 +196,6 @@ def table_of(
         )
     table = pa.table(columns)
     return redactor.apply(table) if redactor else table
-
-
-def _cast(arr: pa.Array, want: pa.DataType | None) -> pa.Array:
-    if pa.types.is_null(arr.type):
-        return arr.cast(want or pa.string())
-    return arr.cast(want) if want is not None and arr.type != want else arr
 
 
 def _split_tensors(

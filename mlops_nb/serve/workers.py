@@ -10,10 +10,9 @@ milliseconds).
 The hand-off wakes each side with one byte through a pipe, written with ``os.write``,
 which lets go of the GIL for the system call. The woken thread finds the GIL free and
 runs at once; waking it while holding the GIL (``queue.SimpleQueue`` forward,
-``call_soon_threadsafe`` back) makes it wait for the GIL and costs extra context
-switches each way. Measured on one core, in ``benchmarks/serve.py`` (``handoff``): about
-14 µs per round trip against 33 µs that way, and 22 µs against 110 µs when the threads
-run on two cores.
+``call_soon_threadsafe`` back, as this pool did before) makes it wait for the GIL and
+costs extra context switches each way. ``benchmarks/serve.py`` (``handoff``, one core):
+a median round trip of 12 µs, against 30 µs through ``loop.run_in_executor``.
 
 A job running longer than ``stuck_after`` seconds makes :meth:`WorkerPool.stuck` true,
 so the server reports not ready and a router stops sending it work. A pool answers one
