@@ -84,7 +84,7 @@ def features(X: Any, names: list[str] | None) -> pa.Table:
     elif isinstance(X, pd.DataFrame):
         given = [str(n) for n in X.columns]
         _unique(given)
-        source = {str(n): X.iloc[:, i] for i, n in enumerate(X.columns)}
+        source = _frame_columns(X, given)
     else:
         arr = np.asarray(X)
         if arr.ndim == 1:
@@ -100,6 +100,19 @@ def features(X: Any, names: list[str] | None) -> pa.Table:
     _unique(given)
     columns = {FEATURE_PREFIX + n: to_arrow(source[n], f"feature {n!r}") for n in given}
     return pa.table(columns) if columns else pa.table({})
+
+
+def _frame_columns(X: pd.DataFrame, given: list[str]) -> dict[str, Any]:
+    """A frame's columns by name; a frame of one numeric dtype held in one block is read
+    as that block's rows, each already contiguous, with no Series per column."""
+    kinds = {dtype for dtype in X.dtypes}
+    if len(kinds) == 1 and X.shape[1]:
+        dtype = next(iter(kinds))
+        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            rows = X.to_numpy().T
+            if rows.flags.c_contiguous:  # a view of the block, not a copy
+                return dict(zip(given, rows, strict=True))
+    return {n: X.iloc[:, i] for i, n in enumerate(given)}
 
 
 def _unique(names: list[str]) -> None:
@@ -125,7 +138,10 @@ def timestamps(values: Any, n: int, now: Any) -> pa.Array:
     utc = pa.timestamp("us", tz="UTC")
     if values is None:
         stamp = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None), "us")
-        return pa.array(np.full(n, stamp), type=utc)
+        # Microseconds as the array's own buffer: converting datetime64 values one by one
+        # through pa.array costs more than filling them.
+        micros = np.full(n, stamp.astype(np.int64))
+        return pa.Array.from_buffers(utc, n, [None, pa.py_buffer(micros)])
     try:
         with warnings.catch_warnings():
             # pandas warns when it falls back to per-element parsing; a bad value still
@@ -152,14 +168,17 @@ def numbers(values: Any, n: int, what: str, *, low: float, high: float | None) -
         raise InvalidArgument(
             f"{what} must have one value per prediction ({n}), got shape {arr.shape}"
         )
-    finite = arr[~np.isnan(arr)]
-    if (
-        np.isinf(finite).any()
-        or (finite < low).any()
-        or (high is not None and (finite > high).any())
+    missing = np.isnan(arr)
+    has_missing = bool(missing.any())
+    given = arr[~missing] if has_missing else arr
+    if given.size and not (
+        np.isfinite(lo := given.min())
+        and np.isfinite(hi := given.max())
+        and lo >= low
+        and (high is None or hi <= high)
     ):
         bounds = f"[{low:g}, {high:g}]" if high is not None else f">= {low:g}"
         raise InvalidArgument(
             f"{what} values must be finite and within {bounds} (NaN marks missing)"
         )
-    return pa.array(arr, from_pandas=True)
+    return pa.array(arr, mask=missing) if has_missing else pa.array(arr)

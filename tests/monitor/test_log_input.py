@@ -160,3 +160,61 @@ def test_generated_ids_are_strings_in_row_order_unique_across_calls(
     assert sorted(logged["id"]) == sorted([*first, *second])
     assert mon.log_labels(first[::2], np.ones(6, dtype=int)) == 6
     assert mon.predictions().set_index("id").loc[list(first[::2]), "label"].eq("1").all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "uint8", "bool"])
+def test_a_frame_of_one_dtype_keeps_its_type_and_values(
+    ws: mnb.Workspace, mon: mnb.Monitor, dtype: str
+) -> None:
+    values = np.arange(12).reshape(4, 3) % 2
+    one_block = pd.DataFrame(values.astype(dtype), columns=["a", "b", "c"])
+    # The same values in three blocks (one per column), and a frame of mixed dtypes.
+    blocks = pd.concat([one_block[[c]].copy() for c in "abc"], axis=1)
+    mixed = one_block.assign(d=["x", "y", "z", "w"])
+    for X in (one_block, blocks, mixed):
+        mon.log(X, [0, 1, 0, 1], version=1)
+    files = sorted(Path(ws.logs_root).rglob("*.parquet"))
+    types = {pq.read_schema(f).field("feature.b").type for f in files}
+    assert types == {pa.from_numpy_dtype(np.dtype(dtype))}
+    logged = mon.predictions().sort_values("id")
+    for c in "abc":
+        assert logged[f"feature.{c}"].tolist() == one_block[c].tolist() * 3
+
+
+def test_a_logged_frame_is_not_tied_to_the_caller_s_arrays(mon: mnb.Monitor) -> None:
+    X = pd.DataFrame(np.ones((3, 2)), columns=["a", "b"])
+    confidence = np.array([0.5, 0.6, 0.7])
+    mon.log(X, [0, 1, 0], version=1, confidence=confidence)
+    X.iloc[:, :] = 9.0
+    confidence[:] = 0.0
+    logged = mon.predictions()
+    assert logged["feature.a"].tolist() == [1.0, 1.0, 1.0]
+    assert sorted(logged["confidence"]) == [0.5, 0.6, 0.7]
+
+
+def test_confidence_nan_is_missing_and_out_of_range_is_refused(
+    ws: mnb.Workspace, mon: mnb.Monitor
+) -> None:
+    mon.log(np.zeros((3, 1)), [0, 1, 0], version=1, confidence=[0.5, np.nan, 1.0],
+            latency_ms=[np.nan, np.nan, np.nan])  # fmt: skip
+    logged = mon.predictions().sort_values("id")
+    assert logged["confidence"].isna().tolist() == [False, True, False]
+    assert logged["latency_ms"].isna().all()
+    before = _state(ws, mon)
+    for bad in ([0.5, np.nan, np.inf], [np.nan, -0.1, 0.2], [np.nan, np.nan, 1.01]):
+        with pytest.raises(mnb.InvalidArgument, match=r"confidence values must be finite"):
+            mon.log(np.zeros((3, 1)), [0, 1, 0], version=1, confidence=bad)
+    with pytest.raises(mnb.InvalidArgument, match=r"latency_ms values must be finite"):
+        mon.log(np.zeros((1, 1)), [0], version=1, latency_ms=[np.inf])
+    files, frame = _state(ws, mon)
+    assert files == before[0]
+    pd.testing.assert_frame_equal(frame, before[1])
+
+
+def test_default_timestamps_are_the_workspace_clock_in_utc(mon: mnb.Monitor) -> None:
+    before = pd.Timestamp.now(tz="UTC")
+    mon.log(np.zeros((3, 1)), [0, 1, 0], version=1)
+    stamps = mon.predictions()["timestamp"]
+    assert stamps.nunique() == 1
+    assert before - pd.Timedelta(seconds=1) <= stamps.iloc[0] <= pd.Timestamp.now(tz="UTC")
+    assert str(stamps.dt.tz) == "UTC"
