@@ -94,15 +94,17 @@ class Redactor:
         return {METADATA_KEY: json.dumps(described, sort_keys=True).encode()}
 
     def _hash(self, values: pa.Array) -> pa.Array:
+        """Each distinct value hashed once (features repeat: ids, categories, readings),
+        then spread back over the rows; missing values stay missing."""
         assert self._key is not None
-        key = self._key
-        return pa.array(
-            [
-                None if v is None else hmac.new(key, str(v).encode(), hashlib.sha256).hexdigest()
-                for v in values.to_pylist()
-            ],
-            type=pa.string(),
-        )
+        keyed = hmac.new(self._key, digestmod=hashlib.sha256)
+        encoded = pc.dictionary_encode(values)
+        hashed = []
+        for v in encoded.dictionary.to_pylist():
+            h = keyed.copy()
+            h.update(str(v).encode())
+            hashed.append(h.hexdigest())
+        return pc.take(pa.array(hashed, type=pa.string()), encoded.indices)
 
     def apply(self, table: pa.Table) -> pa.Table:
         if not self.rules:

@@ -175,6 +175,26 @@ def test_redaction_before_the_spool(
     assert kinds["user_id"] == "categorical" and kinds["age"] == "numeric"
 
 
+def test_hashed_values_repeat_their_hash_and_missing_stays_missing() -> None:
+    import pyarrow as pa
+
+    from mlops_nb.serve.redact import Redactor
+
+    redactor = Redactor.of({"user": "hash", "reading": "hash"}, "k-9")
+    table = pa.table({
+        "feature.user": pa.array(["u1", None, "u2", "u1", "u1"]),
+        "feature.reading": pa.array([6.8, 6.8, None, 1.0, 2.5]),
+    })  # fmt: skip
+    out = redactor.apply(table)
+
+    def mac(v: object) -> str | None:
+        return None if v is None else hmac.new(b"k-9", str(v).encode(), hashlib.sha256).hexdigest()
+
+    for name in table.column_names:
+        assert out.column(name).to_pylist() == [mac(v) for v in table.column(name).to_pylist()]
+    assert out.column("feature.user").type == pa.string()
+
+
 def test_hashing_without_a_key_is_a_clear_load_error(
     ws: mnb.Workspace, start: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
