@@ -457,6 +457,19 @@ def test_deploy_keeps_the_replica_count_and_status_reads_both_ways(dws, versions
                for r in status.resources)  # fmt: skip
 
 
+def test_proxy_settings_do_not_reroute_calls_to_the_router(dws, versions, monkeypatch) -> None:
+    # A proxy in the environment (as on many company laptops) that nothing answers: the
+    # workspace's own calls to its routers on 127.0.0.1 must not go through it.
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    dep = versions["good"].deploy()
+    assert dep.status().replicas == {"ready": 1, "desired": 1}
+    dep.delete()
+    assert dep.status()["state"] == "deleted"
+
+
 def test_an_in_memory_workspace_refuses_to_deploy(iris) -> None:
     ws = mnb.open(":memory:")
     v = ws.model("iris").register(lambda frame: [0] * len(frame), flavor="python")

@@ -72,10 +72,13 @@ def test_canary_weights_on_an_httproute_split_requests_through_the_gateway(
     # A long pause holds the canary at its first step.
     models["v2"].deploy(target=k8s, strategy=mnb.Canary(steps=[25, 100], pause="1h"), timeout=180)
     wait_for(lambda: dep.status()["traffic"] == {1: 75.0, 2: 25.0}, 180, "the canary's first step")
-    route = custom.get_namespaced_custom_object(GROUP, VERSION, "ml", "httproutes", "iris")
-    assert {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]} == {
-        "iris-r1": 75, "iris-r2": 25,
-    }  # fmt: skip
+
+    def weights() -> dict[str, int]:
+        route = custom.get_namespaced_custom_object(GROUP, VERSION, "ml", "httproutes", "iris")
+        return {r["name"]: r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]}
+
+    # The step is recorded before the controller applies it to the route: wait for both.
+    wait_for(lambda: weights() == {"iris-r1": 75, "iris-r2": 25}, 60, "the route's weights")
     wait_for(
         lambda: route_accepted_in(custom, "ml", "iris"), 60, "the HTTPRoute accepted by its Gateway"
     )
@@ -83,6 +86,8 @@ def test_canary_weights_on_an_httproute_split_requests_through_the_gateway(
     assert _versions(url, X, 40) == {"1": 30, "2": 10}
     dep.promote()
     wait_for(lambda: dep.status()["traffic"] == {2: 100.0}, 180, "the promotion")
+    wait_for(lambda: (w := weights()).get("iris-r2") == sum(w.values()) > 0, 60,
+             "the route's weights after the promotion")  # fmt: skip
     assert _versions(url, X, 8) == {"2": 8}
     # A path no route claims is the Gateway's 404, not another deployment's answer.
     assert httpx.get(f"{gateway_url(gw)}/elsewhere/v2/health/ready", timeout=30).status_code == 404

@@ -56,7 +56,7 @@ class Emulator:
         self.faults: list[Fault] = []
         self.stopping = False
         self.turn = itertools.count()
-        self.http = httpx.Client(timeout=30.0)
+        self.http = httpx.Client(timeout=30.0, trust_env=False)  # 127.0.0.1: no proxy
         self._server: Server | None = None
         self._threads: list[threading.Thread] = []
         self._step_lock = threading.Lock()

@@ -68,7 +68,7 @@ class Kubelet:
         self.store, self.controller, self.processes = store, controller, processes
         self.root = root
         self.runs: dict[str, Run] = {}
-        self.http = httpx.Client(timeout=1.0)
+        self.http = httpx.Client(timeout=1.0, trust_env=False)  # local pods: no proxy
         self.crash_started: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
