@@ -34,7 +34,10 @@ class Guard:
     fewer than ``min_samples`` requests it is inconclusive (no verdict on too little
     traffic). While the stable revision serves beside it, the candidate is judged against
     it over the same window: its error rate (5xx, 4xx and requests no replica could take)
-    may exceed the stable one's by at most ``max_error_rate``, and a latency ceiling counts
+    may exceed the stable one's by at most ``max_error_rate``; it fails only when the
+    excess is beyond what the window's sample sizes explain by chance (a one-sided test at
+    level ``alpha``, so two sides that both answer garbage ~50% of the time do not fail a
+    healthy candidate on a few requests' luck), and a latency ceiling counts
     only where the candidate is also slower than the stable revision, so client garbage
     that fails both sides does not fail the candidate. Alone, it is judged absolutely
     (5xx and no-replica answers). ``failure_limit`` failed checks among the last
@@ -54,6 +57,7 @@ class Guard:
     failure_limit: int = 3
     min_samples: int = 20
     failure_window: int = 10
+    alpha: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("max_error_rate", "max_p95_latency_ms", "max_p99_latency_ms",
@@ -68,6 +72,11 @@ class Guard:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
+        alpha = self.alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 0.5:
+            raise InvalidArgument(
+                f"alpha must be a number between 0 and 0.5 (e.g. 0.05), got {alpha!r}"
+            )
 
     @property
     def interval_s(self) -> float:
