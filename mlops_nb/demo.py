@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
@@ -26,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import loopback
 from .deploy.strategies import Canary, Guard
 from .workspace import open as open_workspace
 
@@ -97,7 +97,7 @@ def _serve_and_watch(ws: Any, best: Any, other: Any, X: pd.DataFrame, y: pd.Seri
         drifted[X.columns[:5]] = drifted[X.columns[:5]] * 1.5
         ids: list[str] = []
         truth: list[int] = []
-        with httpx.Client(timeout=10, trust_env=False) as client:  # 127.0.0.1: no proxy
+        with loopback.client(timeout=10) as client:
             for frame in (X, drifted):
                 for i in range(len(frame)):
                     r = client.post(f"{dep.endpoint}/v2/models/cancer/infer",
@@ -120,7 +120,7 @@ def _serve_and_watch(ws: Any, best: Any, other: Any, X: pd.DataFrame, y: pd.Seri
         guard = Guard(max_error_rate=0.01, interval="0.5s", window="10s", min_samples=5)
         other.deploy(strategy=Canary(steps=[50, 100], pause="2s", guard=guard))
         click.echo(f"canary of v{other.number}: {dep.status()['traffic']}")
-        with httpx.Client(timeout=10, trust_env=False) as client:  # 127.0.0.1: no proxy
+        with loopback.client(timeout=10) as client:
             deadline = time.monotonic() + 60
             while dep.status()["rollout"]["phase"] not in ("succeeded", "aborted", "failed"):
                 client.post(f"{dep.endpoint}/v2/models/cancer/infer",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 import psutil
 
-from .. import detached
+from .. import detached, loopback
 from ..errors import DeploymentError, InvalidArgument
 from ..serve.spec import ServeSpec
 from .options import REPLACE_UNREADY_AFTER, spec_options
@@ -53,25 +52,6 @@ class _Superseded(DeploymentError):
 
 # Routers started by this process, so they are reaped (no zombies) once stopped.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-_LOOPBACK: dict[int, httpx.Client] = {}  # by process id: a forked child makes its own
-
-
-def _loopback() -> httpx.Client:
-    """This process's HTTP client for routers and replicas on 127.0.0.1.
-
-    One client rather than one per call: every new client builds a TLS context from the CA
-    bundle (about 35 ms of CPU) even for plain http, and ``deploy()`` polls its router
-    every few tens of milliseconds while the replicas import their libraries on the same
-    cores. Connections are not kept between calls (a restarted router would leave a dead
-    one), and proxy settings in the environment are not used: these are this machine's
-    own addresses.
-    """
-    client = _LOOPBACK.get(os.getpid())
-    if client is None:
-        client = _LOOPBACK[os.getpid()] = httpx.Client(
-            trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
-        )
-    return client
 
 
 @dataclass(frozen=True)
@@ -173,7 +153,7 @@ class LocalBackend(Backend):
 
     def _answers(self) -> bool:
         try:
-            r = _loopback().get(self._endpoint + "/_mlops/state", timeout=2.0,
+            r = loopback.shared().get(self._endpoint + "/_mlops/state", timeout=2.0,
                                  headers={"X-Mlops-Token": self.token})  # fmt: skip
         except httpx.HTTPError:
             return False
@@ -186,7 +166,7 @@ class LocalBackend(Backend):
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            r = _loopback().request(method, self._endpoint + path, timeout=30.0,
+            r = loopback.shared().request(method, self._endpoint + path, timeout=30.0,
                                      headers={"X-Mlops-Token": self.token}, **kwargs)  # fmt: skip
         except httpx.HTTPError as e:
             raise DeploymentError(
@@ -284,7 +264,7 @@ class LocalBackend(Backend):
         """The replica's ``/v2/health/stats``: payload log counts and drops, queue, process."""
         try:
             url = f"http://127.0.0.1:{replica.detail['port']}/v2/health/stats"
-            r = _loopback().get(url, timeout=1.0)
+            r = loopback.shared().get(url, timeout=1.0)
             return dict(r.json()) if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError, KeyError):
             return None

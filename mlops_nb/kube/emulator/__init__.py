@@ -23,9 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
 import yaml
 
+from ... import loopback
 from .controller import OUTCOMES, Controller
 from .gateway import Gateways
 from .kubelet import Kubelet, free_port
@@ -56,7 +56,7 @@ class Emulator:
         self.faults: list[Fault] = []
         self.stopping = False
         self.turn = itertools.count()
-        self.http = httpx.Client(timeout=30.0, trust_env=False)  # 127.0.0.1: no proxy
+        self.http = loopback.client(timeout=30.0)
         self._server: Server | None = None
         self._threads: list[threading.Thread] = []
         self._step_lock = threading.Lock()

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from ... import loopback
 from .controller import POD, RS, Controller
 from .resources import KINDS_BY_KIND
 from .store import ApiError, Store, now
@@ -68,7 +69,7 @@ class Kubelet:
         self.store, self.controller, self.processes = store, controller, processes
         self.root = root
         self.runs: dict[str, Run] = {}
-        self.http = httpx.Client(timeout=1.0, trust_env=False)  # local pods: no proxy
+        self.http = loopback.client(timeout=1.0)
         self.crash_started: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
