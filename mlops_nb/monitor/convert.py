@@ -105,13 +105,12 @@ def features(X: Any, names: list[str] | None) -> pa.Table:
 def _frame_columns(X: pd.DataFrame, given: list[str]) -> dict[str, Any]:
     """A frame's columns by name; a frame of one numeric dtype held in one block is read
     as that block's rows, each already contiguous, with no Series per column."""
-    kinds = {dtype for dtype in X.dtypes}
-    if len(kinds) == 1 and X.shape[1]:
-        dtype = next(iter(kinds))
-        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-            rows = X.to_numpy().T
-            if rows.flags.c_contiguous:  # a view of the block, not a copy
-                return dict(zip(given, rows, strict=True))
+    kinds = set(X.dtypes)
+    one = next(iter(kinds)) if len(kinds) == 1 else None
+    if isinstance(one, np.dtype) and one.kind in "biuf":
+        rows = X.to_numpy().T
+        if rows.flags.c_contiguous:  # a view of the block, not a copy
+            return dict(zip(given, rows, strict=True))
     return {n: X.iloc[:, i] for i, n in enumerate(given)}
 
 

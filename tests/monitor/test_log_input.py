@@ -181,15 +181,25 @@ def test_a_frame_of_one_dtype_keeps_its_type_and_values(
         assert logged[f"feature.{c}"].tolist() == one_block[c].tolist() * 3
 
 
-def test_a_logged_frame_is_not_tied_to_the_caller_s_arrays(mon: mnb.Monitor) -> None:
-    X = pd.DataFrame(np.ones((3, 2)), columns=["a", "b"])
-    confidence = np.array([0.5, 0.6, 0.7])
-    mon.log(X, [0, 1, 0], version=1, confidence=confidence)
+def test_log_leaves_the_caller_s_arrays_as_they_were(mon: mnb.Monitor) -> None:
+    # The frame and number paths read the caller's buffers without copying; none of them
+    # may write into those buffers (the NaN mask, the cast of a one-block frame), and what
+    # was logged must not follow later changes to them.
+    X = pd.DataFrame(np.arange(6, dtype=np.float32).reshape(3, 2), columns=["a", "b"])
+    X.iloc[1, 0] = np.nan
+    confidence = np.array([0.5, np.nan, 0.7])
+    latency = np.array([np.nan, 2.0, 3.0])
+    originals = X.copy(), confidence.copy(), latency.copy()
+    mon.log(X, [0, 1, 0], version=1, confidence=confidence, latency_ms=latency)
+    pd.testing.assert_frame_equal(X, originals[0])
+    np.testing.assert_array_equal(confidence, originals[1])
+    np.testing.assert_array_equal(latency, originals[2])
     X.iloc[:, :] = 9.0
     confidence[:] = 0.0
-    logged = mon.predictions()
-    assert logged["feature.a"].tolist() == [1.0, 1.0, 1.0]
-    assert sorted(logged["confidence"]) == [0.5, 0.6, 0.7]
+    logged = mon.predictions().sort_values("id")
+    assert logged["feature.b"].tolist() == [1.0, 3.0, 5.0]
+    assert logged["confidence"].isna().tolist() == [False, True, False]
+    assert sorted(logged["confidence"].dropna()) == [0.5, 0.7]
 
 
 def test_confidence_nan_is_missing_and_out_of_range_is_refused(
