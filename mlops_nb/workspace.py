@@ -282,10 +282,14 @@ class Workspace:
         )
 
     def audit(self, model: str | None = None, limit: int | None = None) -> pd.DataFrame:
-        """The audit log, oldest first: who did what to which version, when and why."""
+        """The audit log, oldest first: who did what to which version, when and why.
+
+        ``details`` holds the rest as JSON text (for a rollback: its deployment,
+        ``from_version`` and ``to_version``).
+        """
         sql = (
             "SELECT id, happened_at, actor, os_user, action, model, version, from_value, "
-            "to_value, reason FROM audit"
+            "to_value, reason, details FROM audit"
         )
         params: list[Any] = []
         if model is not None:

@@ -30,10 +30,13 @@ requests, does not fail the candidate.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
+
+import numpy as np
 
 from .strategies import Guard
 from .target import Observed, Traffic
@@ -144,12 +147,26 @@ def decide(guard: Guard, verdicts: Sequence[str]) -> str:
 
 
 def same_value(prediction: Any, label: Any) -> bool:
-    """Compare a prediction with a label as values of the label's type (``1.0 == 1``)."""
-    if isinstance(label, bool) or isinstance(prediction, bool):
-        return str(prediction).lower() == str(label).lower()
-    if isinstance(label, int | float):
+    """Compare a prediction with a label as values, not as text.
+
+    Labels are stored as text, so a number on either side compares as a number and a
+    boolean on either side as a truth value:
+
+    >>> same_value(1.0, "1"), same_value(np.int64(2), 2.0), same_value(np.bool_(True), "true")
+    (True, True, True)
+    >>> same_value("cat", "cat"), same_value("cat", 1), same_value(0.5, "0.50"), same_value(1, "2")
+    (True, False, True, False)
+    """
+    if isinstance(prediction, bool | np.bool_) or isinstance(label, bool | np.bool_):
+        return _truth(prediction) == _truth(label)
+    if isinstance(prediction, numbers.Number) or isinstance(label, numbers.Number):
         try:
             return float(prediction) == float(label)
         except (TypeError, ValueError):
             return False
     return str(prediction) == str(label)
+
+
+def _truth(value: Any) -> str:
+    text = str(value).strip().lower()
+    return {"1": "true", "1.0": "true", "0": "false", "0.0": "false"}.get(text, text)

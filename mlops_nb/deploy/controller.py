@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import logging
 import os
 import subprocess
 import sys
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 TICK = 0.25
+GIVE_UP_AFTER = 120.0  # seconds of failing ticks in a row before the controller exits
+log = logging.getLogger(__name__)
 _LAUNCH = "import subprocess, sys; subprocess.Popen(sys.argv[1:], start_new_session=True)"
 
 
@@ -140,13 +143,30 @@ class Controller:
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, *, forever: bool = False, max_seconds: float | None = None) -> None:
-        """Tick until nothing is left to drive (or ``max_seconds``)."""
+        """Tick until nothing is left to drive (or ``max_seconds``).
+
+        A tick that fails (the workspace busy, the target not answering) is tried again,
+        with a growing wait, for up to ``GIVE_UP_AFTER`` seconds of failures in a row: a
+        rollout must not stall on one bad moment. After that the controller exits and the
+        next handle that reads the deployment starts a new one.
+        """
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        failing_since: float | None = None
+        failures = 0
         while deadline is None or time.monotonic() < deadline:
             try:
                 busy = self.tick()
             except DeploymentConflict:
                 continue  # someone else wrote first: read again and decide again
+            except MlopsError as e:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > GIVE_UP_AFTER:
+                    raise
+                failures += 1
+                log.warning("deployment %s: tick failed, trying again: %s", self.name, e)
+                time.sleep(min(5.0, TICK * 2 ** min(failures, 5)))
+                continue
+            failing_since, failures = None, 0
             if not busy and not forever:
                 return
             time.sleep(TICK)
@@ -286,10 +306,13 @@ class Controller:
         last = r2.get("last_verdict")
         weight = int(r2["weight"])
         if r2["phase"] == "baking":
-            if now >= float(r2["bake_until"]):
+            if now >= float(r2["bake_until"]) and last != "fail":
                 out = self._finish(rec, r2)
                 out.checks = change.checks
                 return out
+            if now >= float(r2["bake_until"]):
+                r2["message"] = f"100% on v{r2['version']}; baked, holding: the last check failed"
+                return self._keep(change, r2, verdict, force=r.get("message") != r2["message"])
             return self._keep(change, r2, verdict)
         request = r2.get("request")
         if request == "promote":
@@ -324,7 +347,9 @@ class Controller:
             r2["message"] = r2["pause_reason"]
             return self._keep(change, r2, verdict, force=True)
         r2["phase"] = "holding"
-        r2["message"] = f"holding at {weight}%: not enough traffic for the guard to decide"
+        r2["message"] = (f"holding at {weight}%: waiting for the guard's first check at this step"
+                         if last is None else
+                         f"holding at {weight}%: not enough traffic for the guard to decide")  # fmt: skip
         return self._keep(change, r2, verdict, force=r["phase"] != "holding")
 
     @staticmethod
@@ -359,8 +384,11 @@ class Controller:
                 revisions.append(_weighted(spec, weight=share))
             else:
                 revisions.append(spec)
+        # A step is judged on its own checks: the previous step's verdict does not carry over
+        # (the failure count in ``verdicts`` does), and its first check comes one interval in.
         r2 = {**r, "phase": "progressing", "step": step, "weight": weight, "step_started": now,
-              "paused": False, "pause_reason": None, "starting": [],
+              "paused": False, "pause_reason": None, "starting": [], "last_verdict": None,
+              "last_check": now,
               "message": f"{weight}% of traffic on v{r['version']} ({why})"}  # fmt: skip
         if weight == 100 and r.get("bake_s"):
             r2.update(phase="baking", bake_until=now + float(r["bake_s"]),
@@ -384,7 +412,8 @@ class Controller:
         if r.get("rollback_from") is not None:
             frm = r.get("rollback_from_version")
             change.audit.append(("rollback", new.version, f"r{r['rollback_from']} (v{frm})",
-                                 f"r{new.revision} (v{new.version})", r.get("reason"), {}))  # fmt: skip
+                                 f"r{new.revision} (v{new.version})", r.get("reason"),
+                                 {"from_version": frm, "to_version": new.version}))  # fmt: skip
             change.events.append(("rolled_back", new.version, {
                 "revision": new.revision, "from_revision": r["rollback_from"],
                 "from_version": frm, "to_version": new.version, "reason": r.get("reason")}))  # fmt: skip
@@ -420,11 +449,14 @@ class Controller:
                 change.revisions.append((int(revision), status, why[:500], False))
         if phase == "aborted":
             stable = [s.version for s in before.revisions]
+            to_version = stable[0] if len(stable) == 1 else stable
             change.audit.append(("rollback", r.get("version"), f"r{r.get('revision')} (v{r.get('version')})",
-                                 ",".join(f"v{v}" for v in stable), why, {"strategy": r["kind"]}))  # fmt: skip
+                                 ", ".join(f"r{s.revision} (v{s.version})" for s in before.revisions),
+                                 why, {"strategy": r["kind"], "from_version": r.get("version"),
+                                       "to_version": to_version}))  # fmt: skip
             change.events.append(("rolled_back", r.get("version"), {
                 "revision": r.get("revision"), "from_version": r.get("version"),
-                "to_version": stable[0] if len(stable) == 1 else stable, "reason": why}))  # fmt: skip
+                "to_version": to_version, "reason": why}))  # fmt: skip
         return change
 
     # -- analysis ------------------------------------------------------------------------

@@ -112,12 +112,15 @@ class Canary:
     """Shift traffic in ``steps`` (percent), waiting ``pause`` at each; None waits for
     ``dep.promote()``.
 
-    A step advances once its pause is over and the guard's latest check passed; a failing
-    check holds the step, and ``guard.failure_limit`` failures abort the canary (all
-    traffic back on the stable revision at once). Inconclusive analysis (too little
-    traffic) holds the step up to ``progress_deadline``, then pauses the canary or aborts
-    it (``on_inconclusive``), saying why in ``status()``. ``bake`` keeps the guard watching
-    for that long after 100%, with the stable replicas still up for an instant rollback.
+    A step advances once its pause is over and the guard's latest check made at that step
+    passed (a step's first check comes one ``guard.interval`` after it starts, so a pause
+    shorter than the interval waits for it); a failing check holds the step, and
+    ``guard.failure_limit`` failures abort the canary (all traffic back on the stable
+    revision at once). Inconclusive analysis (too little traffic) holds the step up to
+    ``progress_deadline``, then pauses the canary or aborts it (``on_inconclusive``),
+    saying why in ``status()``. ``bake`` keeps the guard watching for that long after
+    100%, with the stable replicas still up for an instant rollback; a bake whose latest
+    check failed holds until a check passes or the failures abort it.
     """
 
     steps: Sequence[int] = (10, 50, 100)

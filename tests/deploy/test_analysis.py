@@ -64,3 +64,46 @@ def test_alpha_sets_how_sure_a_failure_must_be() -> None:
 def test_a_bad_alpha_is_refused(alpha) -> None:
     with pytest.raises(mnb.InvalidArgument, match=r"alpha must be a number between 0 and 0\.5"):
         mnb.Guard(max_error_rate=0.05, alpha=alpha)
+
+
+@pytest.mark.parametrize(
+    ("predictions", "labels"),
+    [
+        (np.array([1.0, 0.0, 2.0, 1.0]), np.array([1, 0, 2, 1])),  # float model, int labels
+        (np.array([1, 0, 2, 1]), np.array([1.0, 0.0, 2.0, 1.0])),  # int model, float labels
+        (np.array([True, False, True, True]), np.array([True, False, True, True])),
+        (np.array(["a", "b", "a", "a"]), np.array(["a", "b", "a", "a"])),
+    ],
+)
+def test_the_accuracy_guard_compares_labels_and_predictions_as_values(
+    tmp_path, predictions, labels
+) -> None:
+    # The guard's accuracy read from a real workspace's logged predictions and labels
+    # (stored as text). Only the deployment record is a stand-in: the accuracy needs its
+    # model name and the revision's version, not a running deployment.
+    from types import SimpleNamespace
+
+    from mlops_nb.deploy.controller import Controller
+
+    ws = mnb.open(tmp_path / "w.duckdb", create=True)
+    try:
+        version = ws.model("m").register(_constant, flavor="python").number
+        mon = ws.monitor("m")
+        ids = list(mon.log(np.zeros((4, 1)), predictions, version=version))
+        mon.log_labels(ids, labels)
+        spec = SimpleNamespace(version=version)
+        record = SimpleNamespace(model="m", desired=SimpleNamespace(revision=lambda n: spec))
+        guard = mnb.Guard(min_accuracy=0.9, min_samples=4, window="1h")
+        evidence: dict = {}
+        breaches = Controller(ws, "d")._quality(record, guard, 1, evidence)  # type: ignore[arg-type]
+        assert evidence == {"labelled": 4, "accuracy": 1.0} and breaches == []
+        mon.log_labels(ids[:2], labels[[1, 0]])  # the first two swapped: both wrong now
+        evidence = {}
+        breaches = Controller(ws, "d")._quality(record, guard, 1, evidence)  # type: ignore[arg-type]
+        assert evidence["accuracy"] == 0.5 and breaches == ["accuracy 0.5 < min_accuracy 0.9"]
+    finally:
+        ws.close()
+
+
+def _constant(X: object) -> list[int]:
+    return [0]

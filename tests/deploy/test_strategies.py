@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import time
 from typing import Any
 
@@ -150,3 +151,39 @@ def test_pause_resume_promote(dws, versions, iris) -> None:
     assert dep.status()["traffic"] == {2: 100.0}
     with pytest.raises(mnb.DeploymentError, match="no rollout in progress"):
         dep.promote()
+
+
+def test_each_canary_step_waits_for_a_check_of_its_own(dws, versions, iris) -> None:
+    # Checks come every 2 s, pauses last 0.2 s: a step must not advance on the check that
+    # let the previous step advance, so each of the two steps is passed by its own check.
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.05, interval="2s", window="5s", min_samples=5)
+    with Traffic(dep.endpoint, _body(iris), pause=0.01) as traffic:
+        versions["other"].deploy(strategy=mnb.Canary(steps=[20, 50], pause="0.2s", guard=guard))
+        dep.wait(timeout=90)
+    assert traffic.failures() == []
+    assert dep.status()["rollout"]["phase"] == "succeeded"
+    verdicts = dep.checks()["verdict"].tolist()
+    assert verdicts.count("pass") >= 2, verdicts  # 20% -> 50%, then 50% -> 100%
+    assert verdicts[-1] == "pass"
+
+
+def test_the_bake_after_full_traffic_rolls_back_a_failing_version(dws, versions, iris) -> None:
+    # The bake ends after 0.5 s, but its checks keep failing: it must hold at 100% until
+    # failure_limit failed checks roll it back, not finish because its time ran out.
+    dep = versions["good"].deploy()
+    guard = mnb.Guard(max_error_rate=0.01, interval="0.3s", window="2s", failure_limit=5,
+                      min_samples=5)  # fmt: skip
+    canary = mnb.Canary(steps=[100], pause="0.1s", bake="0.5s", guard=guard)
+    with Traffic(dep.endpoint, _body(iris), pause=0.01):
+        versions["failing"].deploy(strategy=canary)
+        wait_for(lambda: dep.status()["rollout"]["phase"] in ("aborted", "succeeded"), 60,
+                 "the bake's end")  # fmt: skip
+    assert dep.status()["rollout"]["phase"] == "aborted"
+    assert dep.status()["traffic"] == {1: 100.0}
+    checks = dep.checks()
+    assert (checks["verdict"] == "fail").sum() >= 5 and checks["decision"].iloc[-1] == "rollback"
+    row = dws.audit().query("action == 'rollback'").iloc[-1]
+    assert (row["from_value"], row["to_value"]) == ("r2 (v3)", "r1 (v1)")
+    details = json.loads(row["details"])
+    assert (details["from_version"], details["to_version"], details["deployment"]) == (3, 1, "iris")
