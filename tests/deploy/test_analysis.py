@@ -107,3 +107,31 @@ def test_the_accuracy_guard_compares_labels_and_predictions_as_values(
 
 def _constant(X: object) -> list[int]:
     return [0]
+
+
+def test_the_controller_tries_a_failing_tick_again_then_gives_up(tmp_path, monkeypatch) -> None:
+    # The failures are raised by a stand-in tick (a busy workspace cannot be produced on
+    # cue); what is under test is the loop's policy around it.
+    from mlops_nb.deploy import controller as ctl
+
+    class Flaky(ctl.Controller):
+        def __init__(self, ws: mnb.Workspace, failures: int) -> None:
+            super().__init__(ws, "d")
+            self.failures, self.calls = failures, 0
+
+        def tick(self) -> bool:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise mnb.WorkspaceBusy("another writer holds the workspace")
+            return False
+
+    monkeypatch.setattr(ctl, "TICK", 0.01)
+    with mnb.open(tmp_path / "w.duckdb", create=True) as ws:
+        flaky = Flaky(ws, failures=3)
+        flaky.run()
+        assert flaky.calls == 4  # three failures tried again, then nothing left to drive
+        monkeypatch.setattr(ctl, "GIVE_UP_AFTER", 0.05)
+        stuck = Flaky(ws, failures=10**6)
+        with pytest.raises(mnb.WorkspaceBusy):
+            stuck.run()
+        assert 1 < stuck.calls < 10**6
