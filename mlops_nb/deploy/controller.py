@@ -306,14 +306,14 @@ class Controller:
         last = r2.get("last_verdict")
         weight = int(r2["weight"])
         if r2["phase"] == "baking":
-            if now >= float(r2["bake_until"]) and last != "fail":
-                out = self._finish(rec, r2)
-                out.checks = change.checks
-                return out
-            if now >= float(r2["bake_until"]):
+            if now < float(r2["bake_until"]):
+                return self._keep(change, r2, verdict)
+            if last == "fail":
                 r2["message"] = f"100% on v{r2['version']}; baked, holding: the last check failed"
                 return self._keep(change, r2, verdict, force=r.get("message") != r2["message"])
-            return self._keep(change, r2, verdict)
+            out = self._finish(rec, r2)
+            out.checks = change.checks
+            return out
         request = r2.get("request")
         if request == "promote":
             r2["request"] = None
