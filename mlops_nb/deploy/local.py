@@ -137,17 +137,21 @@ class LocalBackend(Backend):
     # -- identity ------------------------------------------------------------------------
 
     def _process(self) -> psutil.Process | None:
-        """The router process, only if it verifiably is ours (pid, start time, command)."""
+        """The router process, only if it verifiably is ours: pid, start time, command and
+        the token it was started with (a process we cannot read is not ours)."""
         try:
             proc = psutil.Process(self.pid)
             created = proc.create_time()
             cmdline = proc.cmdline()
+            token = proc.environ().get("MLOPS_NB_ROUTER_TOKEN")
         except psutil.Error:
             return None
         recorded = self._record.get("create_time")
         if recorded is None or abs(created - float(recorded)) > 0.05:
             return None
         if "mlops_nb.deploy.router" not in cmdline or str(self.state_dir) not in cmdline:
+            return None
+        if token is None or not secrets.compare_digest(token, self.token):
             return None
         return proc
 

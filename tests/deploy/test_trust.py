@@ -142,18 +142,26 @@ def test_rollback_skips_a_rejected_canary(dws, versions, iris) -> None:
     assert row["reason"] == "v2 looks worse"
 
 
-def test_delete_of_a_stale_deployment_leaves_a_bystander_alone(dws, versions) -> None:
+@pytest.mark.parametrize("who", ["bystander", "look-alike"])
+def test_delete_of_a_stale_deployment_leaves_a_bystander_alone(dws, versions, who) -> None:
     dep = versions["good"].deploy()
     admin = dep._record().admin
     router = psutil.Process(admin["pid"])
     replicas = router.children(recursive=True)
     router.kill()
     psutil.wait_procs([router, *replicas], timeout=60)
-    # After a crash or a reboot the recorded pid may belong to someone else.
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                                 start_new_session=True)  # fmt: skip
+    # After a crash or a reboot the recorded pid may belong to someone else. The look-alike
+    # names the router module and the state folder on its command line and is recorded with
+    # its own start time: only the router's token can tell it apart.
+    argv = [sys.executable, "-c", "import time; time.sleep(120)"]
+    if who == "look-alike":
+        argv += ["-m", "mlops_nb.deploy.router", "--state-dir", admin["state_dir"]]
+    env = {**os.environ, "MLOPS_NB_ROUTER_TOKEN": "not-the-token"}
+    bystander = subprocess.Popen(argv, start_new_session=True, env=env)
     try:
         forged = {**admin, "pid": bystander.pid}
+        if who == "look-alike":
+            forged["create_time"] = psutil.Process(bystander.pid).create_time()
         dws._store.write(lambda con: con.execute(
             "UPDATE deployments SET admin = ?, pid = ? WHERE name = 'iris'",
             [json.dumps(forged), bystander.pid]))  # fmt: skip
