@@ -526,9 +526,8 @@ def deploy(
             f"ws.deployment({dep.name!r}) once it is up (if that process died, "
             f"ws.deployment({dep.name!r}).delete() frees the name)"
         )
-    if (not isinstance(target, str) or target != "local") and _target(target).kind != rec.target:
-        raise InvalidArgument(f"deployment {dep.name!r} runs on {rec.target!r}; delete it "
-                                  "first to move it to another target")  # fmt: skip
+    if not isinstance(target, str) or target != "local":
+        _same_target(dep.name, _target(target), rec)
     if rec.active is not None:
         raise DeploymentError(
             f"a {rec.active['kind']} rollout of {dep.name} is in progress "
@@ -550,6 +549,24 @@ def deploy(
         _wait_first_step(dep, timeout + 30)
         return dep
     return dep.wait(timeout + 30)
+
+
+def _same_target(name: str, wanted: Target, rec: st.Record) -> None:
+    """A target is fixed when its deployment is created: a redeploy may name it again, but
+    not another one, nor the same kind with other settings (they would be ignored)."""
+    if wanted.kind != rec.target:
+        raise InvalidArgument(f"deployment {name!r} runs on {rec.target!r}; delete it "
+                              "first to move it to another target")  # fmt: skip
+    current = type(wanted).from_record(rec.admin or {})
+    changed = [f"{f.name}={getattr(current, f.name)!r} (asked {getattr(wanted, f.name)!r})"
+               for f in dataclasses.fields(wanted)  # type: ignore[arg-type]
+               if f.compare and getattr(wanted, f.name) != getattr(current, f.name)]  # fmt: skip
+    if changed:
+        raise InvalidArgument(
+            f"deployment {name!r} runs with {', '.join(changed)}: a target's settings are "
+            "fixed when the deployment is created; deploy without target= to keep them, or "
+            f"ws.deployment({name!r}).delete() and deploy again to change them"
+        )
 
 
 def _wait_first_step(dep: Deployment, timeout: float) -> None:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -136,10 +137,29 @@ def test_rollback_skips_a_rejected_canary(dws, versions, iris) -> None:
         dep.rollback()  # v2 was rolled back and v1 serves: nothing healthy is left to go to
     with pytest.raises(mnb.DeploymentError, match="never became healthy"):
         dep.rollback(to=2)
+    with pytest.raises(mnb.InvalidArgument, match="no revision 9"):
+        dep.rollback(to=9)
     audit = dws.audit(model="iris")
     row = audit[audit["action"] == "rollback"].iloc[-1]
     assert (row["from_value"], row["to_value"]) == ("r3 (v2)", "r4 (v1)")
     assert row["reason"] == "v2 looks worse"
+    # Named and forced, the rejected revision's version comes back, as a new revision.
+    dep.rollback(to=2, force=True, reason="reproduce the failure")
+    assert dep.status()["traffic"] == {3: 100.0}
+    assert dep.revisions().set_index("revision").loc[5, "note"] == "rollback to r2"
+
+
+def test_rollback_during_a_canary_aborts_it(dws, versions) -> None:
+    dep = versions["good"].deploy()
+    versions["other"].deploy(strategy=mnb.Canary(steps=[50, 100], pause="1h"))
+    assert dep.status()["traffic"] == {1: 50.0, 2: 50.0}
+    with pytest.raises(mnb.DeploymentError, match="without `to` aborts it first"):
+        dep.rollback(to=1)
+    assert dep.status()["traffic"] == {1: 50.0, 2: 50.0}  # refused: nothing changed
+    dep.rollback(reason="not now")
+    assert _phase(dep) == "aborted"
+    assert dep.status()["traffic"] == {1: 100.0}
+    assert dep.revisions().set_index("revision").loc[2, "status"] == "rolled_back"
 
 
 @pytest.mark.parametrize("who", ["bystander", "look-alike"])
@@ -239,7 +259,10 @@ def test_a_killed_kernel_does_not_stop_a_canary(dws, versions, iris, version, ou
                              capture_output=True, text=True, timeout=240)  # fmt: skip
         assert "canary started" in out.stdout, out.stderr
         assert out.returncode == -signal.SIGKILL
-        wait_for(lambda: _phase(dep) == outcome, 120, f"the canary to be {outcome}")
+        # Read the recorded rollout only: status() would start a controller if none ran,
+        # and the canary must go on by itself.
+        wait_for(lambda: (st.read(dws, "iris").rollout or {}).get("phase") == outcome, 120,
+                 f"the canary to be {outcome} with no help from this process")  # fmt: skip
     assert dep.status()["traffic"] == {serving: 100.0}
 
 
@@ -283,6 +306,24 @@ def test_a_crash_looping_canary_fails_fast_with_backoff(dws, versions, iris) -> 
     assert _phase(dep) == "failed"
     assert dep.revisions().set_index("revision").loc[2, "status"] == "failed"
     # Its replicas are stopped with it: the router runs only revision 1 again.
+    wait_for(lambda: [r["revision"] for r in dep.status()["revisions"]] == [1], 60,
+             "the failed revision to stop")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "strategy", [mnb.Rolling(), mnb.BlueGreen()], ids=["rolling", "blue-green"]
+)
+def test_a_failed_start_stops_what_it_started_and_says_why(dws, versions, iris, strategy) -> None:
+    crashing = dws.model("iris").register(CrashAtLoad(), flavor="python",
+                                          input_example=iris[0].head(5))  # fmt: skip
+    dep = versions["good"].deploy(replicas=2)
+    with pytest.raises(mnb.DeploymentError, match=r"crash loop|cannot become ready"):
+        crashing.deploy(strategy=strategy, timeout=90)
+    assert dep.status()["traffic"] == {1: 100.0}
+    assert dep.status()["replicas"] == {"ready": 2, "desired": 2}
+    assert _phase(dep) == "failed"
+    assert re.search(r"crash loop|cannot become ready", dep.status()["rollout"]["message"])
+    assert dep.revisions().set_index("revision").loc[2, "status"] == "failed"
     wait_for(lambda: [r["revision"] for r in dep.status()["revisions"]] == [1], 60,
              "the failed revision to stop")  # fmt: skip
 
@@ -381,6 +422,16 @@ def test_server_options_are_checked_and_kept(dws, versions) -> None:
     # A later deploy without `server` keeps the deployment's options.
     versions["other"].deploy()
     assert st.read(dws, "iris").desired.server == {"max_body_bytes": 4096, "workers": 3}
+    # The target is fixed at creation: other settings, or another kind, are refused with
+    # nothing applied; naming the same target again is fine.
+    before = st.read(dws, "iris").generation
+    with pytest.raises(mnb.InvalidArgument, match=r"flush_seconds=2\.0 \(asked 5\.0\).*delete"):
+        versions["good"].deploy(target=mnb.Local(flush_seconds=5.0))
+    with pytest.raises(mnb.InvalidArgument, match=r"runs on 'local'; delete it first"):
+        versions["good"].deploy(target=mnb.Kubernetes())
+    assert st.read(dws, "iris").generation == before
+    versions["good"].deploy(target=mnb.Local())
+    assert (dep.status()["revision"], dep.status()["traffic"]) == (3, {1: 100.0})
 
 
 def test_a_post_is_not_retried_once_sent(dws, versions, iris, tmp_path) -> None:
