@@ -429,10 +429,12 @@ def _resources(backend: Backend, observed: Any) -> list[dict[str, Any]]:
         for rep in rev.replicas:
             report = backend.replica_report(rep) or {}
             payload = report.get("payload") or {}
+            process = report.get("process") or {}
             out.append({
                 "revision": rev.revision, "replica": rep.id, "ready": rep.ready,
                 "cpu_seconds": None if rep.cpu_seconds is None else round(rep.cpu_seconds, 2),
                 "rss_mb": None if rep.rss_bytes is None else round(rep.rss_bytes / 2**20, 1),
+                "open_connections": process.get("open_connections"),
                 "inflight": report.get("inflight"), "queue": report.get("queue"),
                 "stuck": report.get("stuck"), "logged": payload.get("written"),
                 "dropped": payload.get("dropped") or {},

@@ -20,7 +20,8 @@
      "process": {"cpu_seconds": x, "rss_bytes": n, "open_connections": n}}
 
 Errors use the V2 error body ``{"error": "..."}``. Caused by the request: 400 (shape,
-datatype, value, missing input, body too large, unknown model, version or output), 503
+datatype, value, missing input, unknown model, version or output), 404 and 405 (no such
+endpoint or method), 413 (body over ``max_body_bytes``), 503
 with ``Retry-After`` (not ready, or the queue is full). Caused by the model: 500 (it raised,
 or answered the wrong number of rows) and 504 (it took longer than ``timeout_s``). The
 payload log records each failed request with ``error`` starting ``request:``, ``model:``
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -57,6 +59,7 @@ from .redact import Redactor
 from .spec import ServeSpec
 from .spool import open_spool
 from .v2 import BadRequest, Batch, check_outputs, decode, input_form
+from .values import TooLarge
 from .workers import WorkerPool
 
 log = logging.getLogger("mlops_nb.serve")
@@ -208,10 +211,10 @@ class ModelServer:
             ids = self._log(batch, outcome, _ms(start))
             return self._answer(batch, outcome, names, ids)
         except BadRequest as e:
-            code = 400
+            code = e.status
             if batch is not None or request.path_params["name"] == self.spec.model:
                 self._log(batch, None, _ms(start), f"request: {e}")
-            return _error(400, str(e))
+            return _error(code, str(e))
         except Exception as e:
             # A bug of ours, not the model's: still a V2 body, and counted as a 500.
             code = 500
@@ -246,13 +249,13 @@ class ModelServer:
         limit = self.spec.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BadRequest(f"body of {declared} bytes is over the limit of {limit}")
+            raise TooLarge(f"body of {declared} bytes is over the limit of {limit}")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise BadRequest(f"body of more than {limit} bytes is over the limit of {limit}")
+                raise TooLarge(f"body of more than {limit} bytes is over the limit of {limit}")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -358,6 +361,19 @@ def _error(status: int, message: str, retry_after: int | None = None) -> Respons
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths (404) and methods (405) get the V2 error body too."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no endpoint {request.url.path}; see GET /v2 and /v2/models/{{name}}"
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})"
+    else:
+        message = str(exc.detail)
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
 def create_app(spec: ServeSpec) -> Starlette:
     """The ASGI application; the model loads in the background after startup."""
     server = ModelServer(spec)
@@ -384,6 +400,7 @@ def create_app(spec: ServeSpec) -> Starlette:
         Route(base + "/versions/{version}/infer", server.infer, methods=["POST"]),
         Route("/metrics", server.metrics_endpoint),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _http_error})  # fmt: skip
     app.state.server = server
     return app

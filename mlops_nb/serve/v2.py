@@ -119,6 +119,10 @@ def _outputs(body: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     ):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     names = [o["name"] for o in requested]
+    for o in requested:
+        if not isinstance(o.get("parameters") or {}, dict):
+            raise BadRequest(f"output {o['name']!r}: parameters must be an object, "
+                             f"got {o['parameters']!r}")  # fmt: skip
     binary = {
         o["name"]
         for o in requested

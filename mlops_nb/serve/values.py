@@ -34,6 +34,14 @@ _FITS = {"b": "boolean", "i": "integer", "u": "integer", "f": "numeric", "O": "s
 class BadRequest(InvalidArgument):
     """The request does not fit the protocol or the model's signature (HTTP 400)."""
 
+    status = 400
+
+
+class TooLarge(BadRequest):
+    """The request body is over the server's ``max_body_bytes`` (HTTP 413)."""
+
+    status = 413
+
 
 def _loose(name: str, data: Any) -> np.ndarray[Any, Any]:
     try:
@@ -236,7 +244,7 @@ def records(
     if all(isinstance(r, list) for r in body):
         try:
             arr = np.asarray(body, dtype=np.float64)
-        except (TypeError, ValueError, RecursionError) as e:
+        except (TypeError, ValueError, OverflowError, RecursionError) as e:
             raise BadRequest(f"rows must be lists of numbers of equal length: {e}") from e
         if arr.ndim != 2:
             raise BadRequest("rows must be lists of numbers of equal length")

@@ -514,6 +514,18 @@ def test_deploy_keeps_the_replica_count_and_status_reads_both_ways(dws, versions
     assert len(status.resources) == 2
     assert all(r["rss_mb"] > 0 and r["stuck"] is False and r["dropped"] == {}
                for r in status.resources)  # fmt: skip
+    # Three clients keep a connection open to one replica: its status counts them.
+    first = status.revisions[0]["replicas"][0]
+    clients = [httpx.Client(base_url=f"http://127.0.0.1:{first['port']}", timeout=10)
+               for _ in range(3)]  # fmt: skip
+    try:
+        for c in clients:
+            assert c.get("/v2/health/live").status_code == 200
+        counts = {r["replica"]: r["open_connections"] for r in dep.status().resources}
+        assert counts[first["id"]] >= 3, counts
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_proxy_settings_do_not_reroute_calls_to_the_router(dws, versions, monkeypatch) -> None:

@@ -212,6 +212,11 @@ BAD_BODIES: dict[str, tuple[Any, tuple[str, ...]]] = {
     ),
     "rows of strings": ([["a", "b", "c"]], ("rows",)),
     "rows of the wrong width": ([[1.0, 2.0]], ("2 values", "expects 3")),
+    "rows with a number too large": ([[10**400, "pro", 0.5]], ("rows",)),
+    "output parameters not an object": (
+        {**churn_body(), "outputs": [{"name": "predict", "parameters": "binary"}]},
+        ("output 'predict'", "parameters must be an object"),
+    ),
     "list of scalars": ([1, 2, 3], ("records", "rows")),
 }
 
@@ -241,13 +246,13 @@ def test_invalid_json_is_a_400(churn: Server) -> None:
     assert_error(r, 400, "not valid JSON")
 
 
-def test_body_over_the_limit_is_a_400(churn: Server) -> None:
+def test_body_over_the_limit_is_a_413(churn: Server) -> None:
     assert churn.spec.max_body_bytes == 4096
     big = churn_body(plan={"shape": [2], "datatype": "BYTES", "data": ["x" * 3000, "y" * 3000]})
-    assert_error(churn.infer(big), 400, "over the limit of 4096")
+    assert_error(churn.infer(big), 413, "over the limit of 4096")
 
 
-def test_streamed_body_over_the_limit_is_a_400(churn: Server) -> None:
+def test_streamed_body_over_the_limit_is_a_413(churn: Server) -> None:
     """A chunked body has no Content-Length; the limit still holds while it streams in."""
 
     def chunks() -> Iterator[bytes]:
@@ -258,7 +263,7 @@ def test_streamed_body_over_the_limit_is_a_400(churn: Server) -> None:
 
     r = churn.client.post("/v2/models/churn/infer", content=chunks())
     assert "content-length" not in r.request.headers
-    assert_error(r, 400, "over the limit of 4096")
+    assert_error(r, 413, "over the limit of 4096")
 
 
 def test_endless_body_is_refused_once_over_the_limit(churn: Server) -> None:
@@ -276,7 +281,7 @@ def test_endless_body_is_refused_once_over_the_limit(churn: Server) -> None:
             data = sock.recv(65536)  # raises TimeoutError if the server waits for more
             assert data, f"connection closed without an answer: {reply!r}"
             reply += data
-    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert reply.startswith(b"HTTP/1.1 413 ")
     assert b'{"error":"body of more than 4096 bytes is over the limit of 4096"}' in reply
 
 
@@ -293,7 +298,13 @@ def test_unknown_model_or_version_is_a_400(churn: Server, path: str, fragments: 
 
 
 def test_infer_is_post_only(churn: Server) -> None:
-    assert churn.client.get("/v2/models/churn/infer").status_code == 405
+    assert_error(churn.client.get("/v2/models/churn/infer"), 405, "GET is not allowed", "POST")
+    assert_error(churn.client.put("/v2/models/churn/infer", json={}), 405, "PUT")
+
+
+def test_an_unknown_endpoint_is_a_404_with_a_v2_body(churn: Server) -> None:
+    assert_error(churn.client.get("/v2/nope"), 404, "no endpoint /v2/nope", "GET /v2")
+    assert_error(churn.client.post("/infer", json=churn_body()), 404, "no endpoint /infer")
 
 
 def test_model_that_raises_is_a_500_and_the_server_keeps_serving(fleet: Fleet) -> None:
