@@ -30,6 +30,8 @@ import pandas as pd
 
 from .. import progress, query, validation
 from ..errors import DeploymentConflict, DeploymentError, InvalidArgument
+from ..serve.redact import check_rules
+from ..serve.spec import REDACT_PARAM
 from . import controller, rollout
 from . import state as st
 from .local import Local
@@ -509,6 +511,7 @@ def deploy(
     ws = v._ws
     dep = Deployment(ws, name or v.model)
     _ = v.digest  # fails now, with a clear error, for an unknown version
+    _check_version_rules(v)
     exists = ws._store.read(lambda con: con.execute(
         "SELECT status, model, target FROM deployments WHERE name = ?", [dep.name]).fetchone())  # fmt: skip
     if exists and exists[1] != v.model:
@@ -551,6 +554,19 @@ def deploy(
         _wait_first_step(dep, timeout + 30)
         return dep
     return dep.wait(timeout + 30)
+
+
+def _check_version_rules(v: ModelVersion) -> None:
+    """A version's redaction rules are checked before anything starts (not at load)."""
+    own = (v.info().get("params") or {}).get(REDACT_PARAM)
+    try:
+        check_rules(own)
+    except InvalidArgument as e:
+        raise InvalidArgument(
+            f"{v.model} v{v.number} has params['{REDACT_PARAM}'] the server cannot use: {e}; "
+            "register the version with valid rules, or deploy with server={'redact': {...}} "
+            "naming a valid rule for each of those features"
+        ) from e
 
 
 def _same_target(name: str, wanted: Target, rec: st.Record) -> None:

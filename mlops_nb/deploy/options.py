@@ -1,6 +1,7 @@
 """Model server options a deployment passes to every replica: ``deploy(..., server={...})``.
 
-Each option is a field of :class:`~mlops_nb.serve.spec.ServeSpec` (the server reads it),
+Each option is a field of :class:`~mlops_nb.serve.spec.ServeSpec` (the server reads it;
+``redact`` rules are merged over the version's own, feature by feature),
 except ``replace_unready_after_s``, which the target reads: a replica that served, then
 stays unready that long (for instance stuck on a prediction past ``stuck_after_s``) is
 replaced.
@@ -19,6 +20,7 @@ import math
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..serve.redact import check_rules
 
 # name -> (kind, lowest, highest, what it does)
 SERVER_OPTIONS: dict[str, tuple[str, float, float, str]] = {
@@ -27,6 +29,7 @@ SERVER_OPTIONS: dict[str, tuple[str, float, float, str]] = {
     "max_batch": ("int", 1, 4096, "rows in one shared predict"),
     "max_body_bytes": ("int", 1024, 2**31, "largest request body (larger: 413)"),
     "max_queue": ("int", 1, 100_000, "requests waiting for a worker before 503 + Retry-After"),
+    "redact": ("rules", 0, 0, "per-feature redaction of the payload log, over the version's"),
     "replace_unready_after_s": ("float", 1.0, 86_400.0,
                                 "replace a replica that served, then stays unready this long"),
     "stuck_after_s": ("float", 0.1, 86_400.0, "a predict running longer makes the replica unready"),
@@ -54,6 +57,9 @@ def check_server(options: object) -> dict[str, Any]:
         value = options[name]
         if name == "timeout_s" and value is None:
             out[name] = None
+            continue
+        if kind == "rules":
+            out[name] = check_rules(value)
             continue
         if kind == "bool":
             if not isinstance(value, bool):

@@ -30,7 +30,7 @@ from .. import query
 from ..errors import InvalidArgument
 from ..progress import progress
 from ..schema import migrate_monitoring
-from . import catalog, compact, convert, logwrite, s3spool
+from . import catalog, compact, convert, logwrite, redaction, s3spool
 from .windows import Window, parse
 
 if TYPE_CHECKING:
@@ -409,6 +409,20 @@ class Monitor:
             "verdict FROM drift_runs WHERE model = ? ORDER BY id",
             [self.model],
         )
+
+    def redaction(self, version: int | str | None = None) -> pd.DataFrame:
+        """The redaction rules the model's servers applied before logging, as ingested
+        from the spool files' metadata: version, feature, rule, recorded_at.
+
+        >>> import mlops_nb as mnb
+        >>> ws = mnb.open(":memory:")
+        >>> ws.monitor("iris").redaction().columns.tolist()
+        ['version', 'feature', 'rule', 'recorded_at']
+        """
+        number = None
+        if version is not None:
+            number = self._ws._store.read(lambda con: self._version(con, version))
+        return redaction.frame(self._ws._store, self.model, number)
 
     def feature_history(self, feature: str) -> pd.DataFrame:
         """One feature's result in each stored drift run, oldest first: run id, ran_at,

@@ -44,8 +44,8 @@ import pyarrow as pa
 
 from .. import query
 from ..errors import InvalidArgument
-from . import compare, stats, stream
-from .compare import OUTPUTS
+from . import compare, redaction, stats, stream
+from .compare import OUTPUTS, kind_of
 from .convert import FEATURE_PREFIX
 from .report import DriftReport, store_report
 from .windows import Window, parse
@@ -90,6 +90,8 @@ class Side:
         #: The workspace store a window is read from (None for an in-memory table).
         self.store = store
         self._table = table
+        #: Features left without a verdict, with the reason: (kind, note) by name.
+        self.unjudged: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def of_table(cls, table: pa.Table, label: str) -> Side:
@@ -119,12 +121,37 @@ class Side:
         return self._scan([n for n in names if n in self.names])
 
 
-def _side(mon: Monitor, spec: Any, version: int | None) -> Side:
-    """One side of the comparison, from a DataFrame, the training reference or a window."""
+def _is_raw(spec: Any) -> bool:
+    """A side of raw values (not a window of the log, where redaction already happened)."""
+    return isinstance(spec, pd.DataFrame | pa.Table) or (
+        isinstance(spec, str) and spec == "training"
+    )
+
+
+def _raw_side(table: pa.Table, label: str, rules: dict[str, str]) -> Side:
+    """A raw side made comparable with a redacted log (see :mod:`.redaction`)."""
+    if not rules:
+        return Side.of_table(table, label)
+    kinds = {f.name: kind_of(f.type, f.name) for f in table.schema}
+    table, unjudged = redaction.for_raw(table, rules)
+    side = Side.of_table(table, label)
+    side.unjudged = {
+        f: ("categorical" if rules[f].startswith("hmac") else kinds.get(f, "categorical"), note)
+        for f, note in unjudged.items()
+    }
+    return side
+
+
+def _side(
+    mon: Monitor, spec: Any, version: int | None, rules: dict[str, str] | None = None
+) -> Side:
+    """One side of the comparison, from a DataFrame, the training reference or a window;
+    ``rules`` are the redaction of the log a raw side is compared with."""
+    rules = rules or {}
     if isinstance(spec, pd.DataFrame):
-        return Side.of_table(pa.Table.from_pandas(spec, preserve_index=False), "DataFrame")
+        return _raw_side(pa.Table.from_pandas(spec, preserve_index=False), "DataFrame", rules)
     if isinstance(spec, pa.Table):
-        return Side.of_table(spec, "Arrow table")
+        return _raw_side(spec, "Arrow table", rules)
     if isinstance(spec, str) and spec == "training":
         if version is None:
             raise InvalidArgument(
@@ -139,7 +166,8 @@ def _side(mon: Monitor, spec: Any, version: int | None) -> Side:
                 "reference=<DataFrame or window> instead"
             )
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        return Side.of_table(_with_predictions(v, frame, table), f"training data of v{version}")
+        table = _with_predictions(v, frame, table)
+        return _raw_side(table, f"training data of v{version}", rules)
     window = parse(spec)
     label = _describe(window, version)
     selected = mon.window_sql(window, version, columns="*")
@@ -230,11 +258,19 @@ def run_drift(
         return None
 
     number = ws._store.read(resolve)
-    ref = _side(mon, reference, number)
-    cur = _side(mon, current, number if version is not None else None)
+    cur_version = number if version is not None else None
+    # A raw side compared with a window of the log is redacted as the log was.
+    rules: dict[str, str] = {}
+    if _is_raw(reference) and not _is_raw(current):
+        rules = redaction.rules_for(ws._store, mon.model, cur_version)
+    elif _is_raw(current) and not _is_raw(reference):
+        rules = redaction.rules_for(ws._store, mon.model, number)
+    ref = _side(mon, reference, number, rules)
+    cur = _side(mon, current, cur_version, rules)
+    unjudged = {**ref.unjudged, **cur.unjudged}
     methods = dict(methods or {})
     thresholds = dict(thresholds or {})
-    names = [n for n in dict.fromkeys([*ref.names, *cur.names]) if n not in OUTPUTS]
+    names = [n for n in dict.fromkeys([*ref.names, *cur.names, *unjudged]) if n not in OUTPUTS]
     if features is not None:
         unknown = sorted(set(features) - set(names))
         if unknown:
@@ -245,7 +281,7 @@ def run_drift(
             raise InvalidArgument(f"override for unknown feature {key!r}; known: {sorted(names)}")
     thresholds = {k: _threshold(k, v) for k, v in thresholds.items()}
     outputs_present = [o for o in OUTPUTS if o in ref.names or o in cur.names]
-    all_names = [*names, *outputs_present]
+    all_names = [n for n in [*names, *outputs_present] if n not in unjudged]
 
     if exact is None:
         exact = ref.num_rows + cur.num_rows <= EXACT_ROWS
@@ -253,6 +289,12 @@ def run_drift(
         rows, missing = compare.exact(ref, cur, all_names, methods, min_samples)
     else:
         rows, missing = compare.streamed(ref, cur, all_names, methods, min_samples)
+    for name in names:
+        if name in unjudged:
+            kind, note = unjudged[name]
+            rows.append((name, kind, stats.StatResult("none", None, note=note), 0, 0))
+    order = {n: i for i, n in enumerate([*names, *outputs_present])}
+    rows.sort(key=lambda row: order[row[0]])
     for i, (name, kind, result, n_ref, n_cur) in enumerate(rows):
         if name in thresholds and result.statistic is not None:
             if result.method in stats.P_VALUE_METHODS and thresholds[name] >= 1:

@@ -9,8 +9,9 @@ A spool holds many small files (a replica flushes every few seconds). Ingest
    path is skipped), checks it against the spool format and the column kinds already
    logged;
 3. writes the rows of all new files as a few large files, one per version and day, and
-   catalogues them with the spool files in one transaction: either all of them are added,
-   or none;
+   catalogues them with the spool files, and the redaction rules their metadata records
+   (``log_redaction``, read by ``mon.redaction()`` and by drift), in one transaction:
+   either all of them are added, or none;
 4. then, with ``after="delete"`` or ``after="archive"``, removes the ingested files from
    the spool or moves them under ``<spool>/.archive/`` (the default ``"keep"`` leaves the
    spool alone, for servers or tools that own it).
@@ -22,6 +23,7 @@ never do that (they write a new file and rename it into place).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from .. import query
 from ..errors import InvalidArgument, NotFound
 from ..progress import progress
 from ..schema import migrate_monitoring
+from ..serve.redact import METADATA_KEY
 from . import catalog, logstore
 
 if TYPE_CHECKING:
@@ -157,6 +160,7 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
     new_columns: list[tuple[str, str, str]] = []
     fresh: list[str] = []
     last_schema: pa.Schema | None = None
+    redaction: dict[tuple[int, str], str] = {}
     todo = []
     for f in found:
         seen = by_path.get(f.path)
@@ -175,6 +179,7 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
                 new_columns += catalog.check_columns(columns, table.schema, f.path)
                 last_schema = table.schema
             rows[f.path] = table.num_rows
+            redaction.update(_rules(table.schema, f))
             records.append([mon.model, f.path, f.size, f.mtime_ns, digest, table.num_rows,
                             f.version])  # fmt: skip
             if digest in shas:
@@ -186,7 +191,7 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
                 groups.setdefault((f.version, day), []).append(table)
     segments = _write(mon, groups)
     if records:
-        _commit(mon, segments, new_columns, records, fresh)
+        _commit(mon, segments, new_columns, records, fresh, redaction)
     _after(root, found, after)
     return pd.DataFrame({
         "file": [f.path for f in found],
@@ -213,9 +218,23 @@ def _write(mon: Monitor, groups: dict[tuple[int, str], list[pa.Table]]) -> list[
     return segments
 
 
+def _rules(schema: pa.Schema, f: SpoolFile) -> dict[tuple[int, str], str]:
+    """The redaction rules a spool file's metadata records, by (version, feature)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        return {}
+    try:
+        described = json.loads(raw)
+    except ValueError as e:
+        raise InvalidArgument(f"{f.path}: its redaction metadata is not JSON ({e})") from e
+    if not isinstance(described, dict):
+        raise InvalidArgument(f"{f.path}: its redaction metadata is not an object")
+    return {(f.version, str(k)): str(v) for k, v in described.items()}
+
+
 def _commit(
     mon: Monitor, segments: list[catalog.Segment], columns: list[tuple[str, str, str]],
-    records: list[list[Any]], fresh: list[str],
+    records: list[list[Any]], fresh: list[str], redaction: dict[tuple[int, str], str],
 ) -> None:  # fmt: skip
     ws = mon._ws
     now = ws.now()
@@ -246,6 +265,11 @@ def _commit(
             ).fetchall()
         finally:
             con.unregister("new_spool_files")
+        for (version, feature), rule in sorted(redaction.items()):
+            con.execute(
+                "INSERT OR REPLACE INTO log_redaction VALUES (?, ?, ?, ?, ?)",
+                [mon.model, version, feature, rule, now],
+            )
 
     try:
         ws._store.write(write)

@@ -7,10 +7,14 @@ A rule per input feature::
      "age": {"coarse": 10},         # numbers floored to a multiple of 10
      "zip": {"prefix": 3}}          # strings cut to their first 3 characters
 
-The HMAC key comes from the environment (``MLOPS_NB_REDACT_KEY``) or the server spec's
-``redact_key``; it is never logged. The rules (not the key) are recorded in each spool
-file's Parquet metadata under ``mlops_nb.redaction``. A hashed feature is a string column,
-so drift treats it as categorical.
+Rules come from the version (``params={"mlops.redact": {...}}``) and the deployment
+(``deploy(server={"redact": {...}})``, which wins per feature). The HMAC key comes from
+the environment (``MLOPS_NB_REDACT_KEY``) or the server spec's ``redact_key``; it is never
+logged. The rules (not the key) are recorded in each spool file's Parquet metadata under
+``mlops_nb.redaction``, and by ``mon.ingest()`` in the workspace (``mon.redaction()``).
+A hashed feature is a string column, so drift treats it as categorical; against raw
+values (``reference="training"`` or a DataFrame) drift applies the same coarse and prefix
+rules to the raw side first, and gives hashed or dropped features no verdict.
 
 >>> r = Redactor.of({"age": {"coarse": 10}, "email": "drop"}, None)
 >>> t = r.apply(pa.table({"feature.age": [37, 41], "feature.email": ["a@x", "b@y"]}))
@@ -56,6 +60,34 @@ def _rule(feature: str, rule: Any) -> tuple[str, float | int | None]:
     )
 
 
+def check_rules(config: object) -> dict[str, Any]:
+    """The rules, checked (not yet keyed): :class:`InvalidArgument` naming the fix.
+
+    >>> check_rules({"age": {"coarse": 10}, "email": "drop"})
+    {'age': {'coarse': 10}, 'email': 'drop'}
+    """
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise InvalidArgument(
+            f"redact must be a dict of feature -> rule, e.g. {{'email': 'drop'}}, got {config!r}"
+        )
+    for feature, rule in config.items():
+        _rule(str(feature), rule)
+    return {str(f): config[f] for f in sorted(config, key=str)}
+
+
+def parse_described(described: str) -> Any:
+    """A rule back from its description in a log's metadata (``"coarse:10"``)."""
+    kind, _, arg = described.partition(":")
+    if kind == "coarse":
+        number = float(arg)
+        return {"coarse": int(number) if number.is_integer() and "." not in arg else number}
+    if kind == "prefix":
+        return {"prefix": int(arg)}
+    return "hash" if kind == "hmac-sha256" else kind
+
+
 class Redactor:
     """Rules checked once; :meth:`apply` rewrites a payload table's feature columns."""
 
@@ -71,9 +103,7 @@ class Redactor:
 
     @classmethod
     def of(cls, config: dict[str, Any] | None, key: str | None) -> Redactor:
-        if config is not None and not isinstance(config, dict):
-            raise InvalidArgument(f"redact must be a dict of feature -> rule, got {config!r}")
-        rules = {str(f): _rule(str(f), r) for f, r in (config or {}).items()}
+        rules = {f: _rule(f, r) for f, r in check_rules(config).items()}
         secret = key or os.environ.get(KEY_ENV)
         return cls(rules, secret.encode() if secret else None)
 
@@ -127,7 +157,9 @@ class Redactor:
                 new = (
                     floored.cast(col.type, safe=False) if pa.types.is_integer(col.type) else floored
                 )
-            elif kind == "prefix" and pa.types.is_string(col.type):
+            elif kind == "prefix" and (
+                pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+            ):
                 new = pc.utf8_slice_codeunits(col, 0, int(arg or 0))
             else:
                 # A rule that does not fit the column's type: keep nothing rather than the

@@ -47,16 +47,23 @@ class ServeSpec:
     # Not ready (and 503 instead of an unlogged answer) while the spool cannot be written.
     log_required: bool = False
     spool_retry_max_s: float = 30.0  # backoff between failed spool writes grows to this
-    # Per-feature redaction before the spool (see mlops_nb.serve.redact); by default the
-    # version's `params["mlops.redact"]`. The HMAC key is better left to the environment.
+    # Per-feature redaction before the spool (see mlops_nb.serve.redact): the version's
+    # `params["mlops.redact"]`, with these rules over them. The HMAC key is better left to
+    # the environment.
     redact: dict[str, Any] | None = None
     redact_key: str | None = None
 
     @classmethod
     def of(cls, v: ModelVersion, **options: Any) -> ServeSpec:
         row = v.info()
-        if "redact" not in options and (row.get("params") or {}).get(REDACT_PARAM) is not None:
-            options["redact"] = row["params"][REDACT_PARAM]
+        own = (row.get("params") or {}).get(REDACT_PARAM)
+        if own is not None:
+            # The deployment's rules win, feature by feature, over the version's.
+            given = options.get("redact")
+            merged = {**own, **given} if isinstance(own, dict) and isinstance(given, dict) else None
+            options["redact"] = (
+                merged if merged is not None else given if given is not None else own
+            )
         return cls(
             model=v.model,
             version=int(row["version"]),

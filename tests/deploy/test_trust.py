@@ -434,6 +434,42 @@ def test_server_options_are_checked_and_kept(dws, versions) -> None:
     assert (dep.status()["revision"], dep.status()["traffic"]) == (3, {1: 100.0})
 
 
+def test_redaction_set_on_the_deployment_merges_over_the_versions(dws, versions, iris) -> None:
+    X, _ = iris
+    with pytest.raises(mnb.InvalidArgument, match=r"redaction rule for 'petal width \(cm\)'"):
+        versions["good"].deploy(server={"redact": {"petal width (cm)": "blur"}})
+    odd = dws.model("iris").register(versions["good"].load(), input_example=X.head(5),
+                                     params={"mlops.redact": {"sepal width (cm)": "mask"}})  # fmt: skip
+    with pytest.raises(mnb.InvalidArgument, match=r"params\['mlops.redact'\].*server=\{'redact'"):
+        odd.deploy()
+    assert dws.deployments().empty  # nothing was started or recorded
+    # The version drops one feature; the deployment coarsens another.
+    private = dws.model("iris").register(
+        versions["good"].load(), input_example=X.head(5),
+        params={"mlops.redact": {"petal width (cm)": "drop"}},
+    )  # fmt: skip
+    dep = private.deploy(server={"redact": {"sepal length (cm)": {"coarse": 1}}})
+    with httpx.Client(timeout=30) as client:
+        r = client.post(dep.endpoint + "/v2/models/iris/infer", json=X.head(8).to_dict("records"))
+        assert r.status_code == 200, r.text
+    mon = dws.monitor("iris")
+
+    def logged() -> bool:
+        dep.flush_logs()
+        return len(mon.predictions()) == 8
+
+    wait_for(logged, 60, "the 8 predictions to reach the log")
+    rows = mon.predictions()
+    assert (
+        rows["feature.sepal length (cm)"].tolist() == (X["sepal length (cm)"].head(8) // 1).tolist()
+    )
+    assert "feature.petal width (cm)" not in rows.columns
+    assert rows["feature.sepal width (cm)"].tolist() == X["sepal width (cm)"].head(8).tolist()
+    assert mon.redaction()[["feature", "rule"]].values.tolist() == [
+        ["petal width (cm)", "drop"], ["sepal length (cm)", "coarse:1"],
+    ]  # fmt: skip
+
+
 def test_a_post_is_not_retried_once_sent(dws, versions, iris, tmp_path) -> None:
     marker = tmp_path / "calls.txt"
 

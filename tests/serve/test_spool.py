@@ -145,7 +145,7 @@ def test_redaction_before_the_spool(
     ).fit(X, y)
     rules = {"email": "drop", "user_id": "hash", "age": {"coarse": 10}, "plan": {"prefix": 2}}
     # Configured on the version; the key comes from the server's environment.
-    version = ws.model("private").register(pipe, input_example=X[:5],
+    version = ws.model("private").register(pipe, input_example=X[:5], reference_data=X,
                                            params={"mlops.redact": rules})  # fmt: skip
     monkeypatch.setenv("MLOPS_NB_REDACT_KEY", "k-123")
     spool = tmp_path / "spool"
@@ -170,9 +170,26 @@ def test_redaction_before_the_spool(
 
     mon = ws.monitor("private")
     mon.ingest(spool)
+    recorded = mon.redaction()
+    assert recorded[["version", "feature", "rule"]].values.tolist() == [
+        [1, "age", "coarse:10"], [1, "email", "drop"], [1, "plan", "prefix:2"],
+        [1, "user_id", "hmac-sha256"],
+    ]  # fmt: skip
     report = mon.drift("last 1d", "last 1d", min_samples=10, store=False)
     kinds = report.summary.set_index("feature")["kind"].to_dict()
     assert kinds["user_id"] == "categorical" and kinds["age"] == "numeric"
+    # Against the raw training sample (the very rows that were logged), the coarse and
+    # prefix rules are applied to the reference first: nothing drifted. A hashed or
+    # dropped feature cannot be compared with raw values: no verdict, and a note says why.
+    report = mon.drift("training", "last 1d", min_samples=10, store=False)
+    rows = report.summary.set_index("feature")
+    for feature in ("age", "plan"):
+        assert pd.notna(rows.loc[feature, "statistic"]) and rows.loc[feature, "drifted"] is False
+        assert (rows.loc[feature, "n_ref"], rows.loc[feature, "n_cur"]) == (n, n)
+    assert rows.loc["plan", "kind"] == "categorical" and rows.loc["age", "kind"] == "numeric"
+    assert rows.loc["user_id", "drifted"] is None and "hashed" in rows.loc["user_id", "note"]
+    assert rows.loc["email", "drifted"] is None and "dropped" in rows.loc["email", "note"]
+    assert report.drifted is False
 
 
 def test_hashed_values_repeat_their_hash_and_missing_stays_missing() -> None:
