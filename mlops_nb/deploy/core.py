@@ -511,7 +511,6 @@ def deploy(
     ws = v._ws
     dep = Deployment(ws, name or v.model)
     _ = v.digest  # fails now, with a clear error, for an unknown version
-    _check_version_rules(v)
     exists = ws._store.read(lambda con: con.execute(
         "SELECT status, model, target FROM deployments WHERE name = ?", [dep.name]).fetchone())  # fmt: skip
     if exists and exists[1] != v.model:
@@ -523,8 +522,10 @@ def deploy(
             raise InvalidArgument(
                 "an A/B test needs a running deployment; deploy one version first"
             )
+        _check_version_rules(v, (options or {}).get("redact"))
         return _create(dep, v, _target(target), replicas or 1, timeout, options or {})
     rec = dep._record()
+    _check_version_rules(v, (options if options is not None else rec.desired.server).get("redact"))
     if rec.status == "starting":
         raise DeploymentConflict(
             f"deployment {dep.name!r} is being created by another process; use "
@@ -556,10 +557,13 @@ def deploy(
     return dep.wait(timeout + 30)
 
 
-def _check_version_rules(v: ModelVersion) -> None:
-    """A version's redaction rules are checked before anything starts (not at load)."""
+def _check_version_rules(v: ModelVersion, given: dict[str, Any] | None) -> None:
+    """A version's redaction rules, with the deployment's (``given``) over them, are
+    checked before anything starts (not when a replica loads)."""
     own = (v.info().get("params") or {}).get(REDACT_PARAM)
     try:
+        if isinstance(own, dict) and given:
+            own = {f: r for f, r in own.items() if f not in given}
         check_rules(own)
     except InvalidArgument as e:
         raise InvalidArgument(

@@ -443,6 +443,8 @@ def test_redaction_set_on_the_deployment_merges_over_the_versions(dws, versions,
     with pytest.raises(mnb.InvalidArgument, match=r"params\['mlops.redact'\].*server=\{'redact'"):
         odd.deploy()
     assert dws.deployments().empty  # nothing was started or recorded
+    # The deployment's rule for that feature replaces the version's unusable one.
+    odd.deploy(name="odd", server={"redact": {"sepal width (cm)": "drop"}}).delete()
     # The version drops one feature; the deployment coarsens another.
     private = dws.model("iris").register(
         versions["good"].load(), input_example=X.head(5),
