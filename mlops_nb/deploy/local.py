@@ -11,6 +11,7 @@ Local(flush_seconds=2.0)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -52,6 +53,14 @@ class _Superseded(DeploymentError):
 
 # Routers started by this process, so they are reaped (no zombies) once stopped.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@atexit.register
+def _sweep() -> None:
+    """At exit, collect routers that stopped by themselves (their workspace was removed)
+    or were reaped elsewhere; routers still serving are left running, as intended."""
+    for proc in list(_CHILDREN.values()):
+        proc.poll()
 
 
 @dataclass(frozen=True)
@@ -309,8 +318,12 @@ def _replica(data: dict[str, Any]) -> ReplicaStatus:
 
 
 def _reap(pid: int) -> None:
-    """Collect the exit status of a router this process started (no zombie, no warning)."""
+    """Collect the exit status of a router this process started (no zombie, no warning),
+    and of any other it started that has exited meanwhile (killed, or crashed)."""
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=5)
+    for other, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            _CHILDREN.pop(other, None)
