@@ -51,6 +51,7 @@ class _Superseded(DeploymentError):
     """The router holds a newer configuration than the one offered."""
 
 
+TOKEN_ENV = "MLOPS_NB_ROUTER_TOKEN"
 # Routers started by this process, so they are reaped (no zombies) once stopped.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -115,7 +116,7 @@ class LocalBackend(Backend):
         port = free_port()
         token = secrets.token_hex(16)
         # Detached: a pipeline stage that deploys leaves the router (and its replicas) up.
-        env = {**detached.environment(), "MLOPS_NB_ROUTER_TOKEN": token}
+        env = {**detached.environment(), TOKEN_ENV: token}
         with open(state_dir / "router.log", "ab") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mlops_nb.deploy.router", "--port", str(port),
@@ -147,12 +148,13 @@ class LocalBackend(Backend):
 
     def _process(self) -> psutil.Process | None:
         """The router process, only if it verifiably is ours: pid, start time, command and
-        the token it was started with (a process we cannot read is not ours)."""
+        the token it was started with, read from its environment or, where the system
+        hides other processes' environments (macOS), proven by the router itself: it
+        answers the token on the recorded port and names the recorded pid."""
         try:
             proc = psutil.Process(self.pid)
             created = proc.create_time()
             cmdline = proc.cmdline()
-            token = proc.environ().get("MLOPS_NB_ROUTER_TOKEN")
         except psutil.Error:
             return None
         recorded = self._record.get("create_time")
@@ -160,9 +162,24 @@ class LocalBackend(Backend):
             return None
         if "mlops_nb.deploy.router" not in cmdline or str(self.state_dir) not in cmdline:
             return None
-        if token is None or not secrets.compare_digest(token, self.token):
+        try:
+            token = proc.environ().get(TOKEN_ENV)
+        except psutil.AccessDenied:
+            token = None
+        except psutil.Error:
             return None
-        return proc
+        if token is None:
+            return proc if self._answering_pid() == self.pid else None
+        return proc if secrets.compare_digest(token, self.token) else None
+
+    def _answering_pid(self) -> int | None:
+        """The pid the router on the recorded port names, if it takes our token."""
+        try:
+            r = loopback.shared().get(self._endpoint + "/_mlops/state", timeout=2.0,
+                                      headers={"X-Mlops-Token": self.token})  # fmt: skip
+            return int(r.json()["pid"]) if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
 
     def _answers(self) -> bool:
         try:

@@ -195,6 +195,24 @@ def test_delete_of_a_stale_deployment_leaves_a_bystander_alone(dws, versions, wh
     assert dep.status()["state"] == "deleted"
 
 
+@pytest.mark.parametrize("hidden", ["empty", "denied"])
+def test_a_router_whose_environment_is_hidden_proves_itself(dws, versions, monkeypatch,
+                                                            hidden) -> None:  # fmt: skip
+    # macOS hides other processes' environments (psutil returns {} or raises AccessDenied);
+    # that cannot happen on Linux, so psutil is patched to behave so here.
+    def environ(self: psutil.Process) -> dict[str, str]:
+        if hidden == "denied":
+            raise psutil.AccessDenied(self.pid)
+        return {}
+
+    dep = versions["good"].deploy()
+    router = psutil.Process(dep._record().admin["pid"])
+    monkeypatch.setattr(psutil.Process, "environ", environ)
+    assert dep.status()["state"] == "healthy"  # the router answered our token and its pid
+    dep.delete()
+    assert not router.is_running() or router.status() == psutil.STATUS_ZOMBIE
+
+
 _DEPLOY = textwrap.dedent(
     """
     import sys, time, json
