@@ -293,15 +293,16 @@ MONITORING = [
         ingested_at TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (model, path)
     )""",
-    # The redaction rule each version's servers applied to a feature, as the spool files'
-    # metadata says (the latest ingested wins), so drift can honour it.
+    # Every redaction rule a version's spool files said they applied to a feature ("none":
+    # some files applied none; feature "*": some files carried no rules at all), so drift
+    # can honour them, and refuse to judge a feature redacted differently over a window.
     """CREATE TABLE IF NOT EXISTS log_redaction (
         model VARCHAR NOT NULL,
         version INTEGER NOT NULL,
         feature VARCHAR NOT NULL,
         rule VARCHAR NOT NULL,
         recorded_at TIMESTAMPTZ NOT NULL,
-        PRIMARY KEY (model, version, feature)
+        PRIMARY KEY (model, version, feature, rule)
     )""",
 ]
 

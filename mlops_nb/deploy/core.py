@@ -499,6 +499,7 @@ def deploy(
     ``server`` sets the model server's options for the deployment's replicas from now on
     (``{"workers": 4, "timeout_s": 10, "stuck_after_s": 20}``; the list is
     ``mlops_nb.deploy.options.SERVER_OPTIONS``); without it a deployment keeps its own.
+    Its ``redact`` rules are kept unless given again (``{"redact": {}}`` clears them).
     """
     if replicas is not None:
         _check_replicas(replicas)
@@ -525,6 +526,11 @@ def deploy(
         _check_version_rules(v, (options or {}).get("redact"))
         return _create(dep, v, _target(target), replicas or 1, timeout, options or {})
     rec = dep._record()
+    kept = rec.desired.server.get("redact")
+    if options is not None and "redact" not in options and kept:
+        # New server options never drop the deployment's redaction silently; an explicit
+        # server={"redact": {}} does.
+        options = {**options, "redact": kept}
     _check_version_rules(v, (options if options is not None else rec.desired.server).get("redact"))
     if rec.status == "starting":
         raise DeploymentConflict(
@@ -561,6 +567,8 @@ def _check_version_rules(v: ModelVersion, given: dict[str, Any] | None) -> None:
     """A version's redaction rules, with the deployment's (``given``) over them, are
     checked before anything starts (not when a replica loads)."""
     own = (v.info().get("params") or {}).get(REDACT_PARAM)
+    if given and not isinstance(own, dict):
+        return  # the server takes the deployment's rules whole (ServeSpec.of)
     try:
         if isinstance(own, dict) and given:
             own = {f: r for f, r in own.items() if f not in given}

@@ -412,17 +412,21 @@ class Monitor:
 
     def redaction(self, version: int | str | None = None) -> pd.DataFrame:
         """The redaction rules the model's servers applied before logging, as ingested
-        from the spool files' metadata: version, feature, rule, recorded_at.
+        from the spool files' metadata: version, feature, rule, recorded_at. A feature
+        with rule ``"none"`` went unredacted in some of the version's files; feature
+        ``"*"`` means some files carried no rules at all.
 
         >>> import mlops_nb as mnb
-        >>> ws = mnb.open(":memory:")
-        >>> ws.monitor("iris").redaction().columns.tolist()
+        >>> ws = mnb.open(":memory:"); _ = ws.model("churn").register({"w": 1})
+        >>> ws.monitor("churn").redaction().columns.tolist()
         ['version', 'feature', 'rule', 'recorded_at']
         """
-        number = None
-        if version is not None:
-            number = self._ws._store.read(lambda con: self._version(con, version))
-        return redaction.frame(self._ws._store, self.model, number)
+
+        def number(con: duckdb.DuckDBPyConnection) -> int | None:
+            query.require_model(con, self.model)
+            return None if version is None else self._version(con, version)
+
+        return redaction.frame(self._ws._store, self.model, self._ws._store.read(number))
 
     def feature_history(self, feature: str) -> pd.DataFrame:
         """One feature's result in each stored drift run, oldest first: run id, ran_at,

@@ -213,6 +213,18 @@ def _side(
     return Side(label, list(plain), rows, fetch, scan, sql=select, store=store)
 
 
+def _versions(mon: Monitor, spec: Any, version: int | None) -> list[int]:
+    """The versions whose rows a window of the log holds."""
+    selected = mon.window_sql(parse(spec), version, columns='"version"')
+    if selected is None:
+        return []
+    sql, params = selected
+    rows = mon._ws._store.read(
+        lambda con: con.execute(f"SELECT DISTINCT version FROM ({sql})", params).fetchall()
+    )
+    return sorted(int(r[0]) for r in rows)
+
+
 def _describe(window: Window, version: int | None) -> str:
     text = window.describe()
     return text if version is None else f"{text} of v{version}"
@@ -262,9 +274,9 @@ def run_drift(
     # A raw side compared with a window of the log is redacted as the log was.
     rules: dict[str, str] = {}
     if _is_raw(reference) and not _is_raw(current):
-        rules = redaction.rules_for(ws._store, mon.model, cur_version)
+        rules = redaction.rules_for(ws._store, mon.model, _versions(mon, current, cur_version))
     elif _is_raw(current) and not _is_raw(reference):
-        rules = redaction.rules_for(ws._store, mon.model, number)
+        rules = redaction.rules_for(ws._store, mon.model, _versions(mon, reference, number))
     ref = _side(mon, reference, number, rules)
     cur = _side(mon, current, cur_version, rules)
     unjudged = {**ref.unjudged, **cur.unjudged}

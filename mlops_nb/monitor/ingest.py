@@ -160,7 +160,7 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
     new_columns: list[tuple[str, str, str]] = []
     fresh: list[str] = []
     last_schema: pa.Schema | None = None
-    redaction: dict[tuple[int, str], str] = {}
+    redaction: list[tuple[int, dict[str, str] | None]] = []
     todo = []
     for f in found:
         seen = by_path.get(f.path)
@@ -179,7 +179,7 @@ def ingest(mon: Monitor, path: str | Path, after: str = "keep") -> pd.DataFrame:
                 new_columns += catalog.check_columns(columns, table.schema, f.path)
                 last_schema = table.schema
             rows[f.path] = table.num_rows
-            redaction.update(_rules(table.schema, f))
+            redaction.append((f.version, _rules(table.schema, f)))
             records.append([mon.model, f.path, f.size, f.mtime_ns, digest, table.num_rows,
                             f.version])  # fmt: skip
             if digest in shas:
@@ -218,23 +218,56 @@ def _write(mon: Monitor, groups: dict[tuple[int, str], list[pa.Table]]) -> list[
     return segments
 
 
-def _rules(schema: pa.Schema, f: SpoolFile) -> dict[tuple[int, str], str]:
-    """The redaction rules a spool file's metadata records, by (version, feature)."""
+def _rules(schema: pa.Schema, f: SpoolFile) -> dict[str, str] | None:
+    """The redaction rules a spool file's metadata records by feature (None: no rules)."""
     raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
-        return {}
+        return None
     try:
         described = json.loads(raw)
-    except ValueError as e:
-        raise InvalidArgument(f"{f.path}: its redaction metadata is not JSON ({e})") from e
+    except ValueError:
+        described = None
     if not isinstance(described, dict):
-        raise InvalidArgument(f"{f.path}: its redaction metadata is not an object")
-    return {(f.version, str(k)): str(v) for k, v in described.items()}
+        raise InvalidArgument(
+            f"{f.path}: its redaction metadata ({METADATA_KEY.decode()}) is not a JSON object: "
+            "it was not written by an mlops_nb model server, or is damaged; move it out of the "
+            "spool folder and ingest again"
+        )
+    return {str(k): str(v) for k, v in described.items()}
+
+
+def _redaction_rows(
+    con: duckdb.DuckDBPyConnection, model: str, files: list[tuple[int, dict[str, str] | None]]
+) -> set[tuple[int, str, str]]:
+    """(version, feature, rule) rows for the files' rules: "none" where a file applied no
+    rule to a feature others of its version did, feature "*" for a file with no rules."""
+    known: dict[int, set[str]] = {}
+    for version, feature in con.execute(
+        "SELECT DISTINCT version, feature FROM log_redaction WHERE model = ?", [model]
+    ).fetchall():
+        known.setdefault(int(version), set()).add(str(feature))
+    rows: set[tuple[int, str, str]] = set()
+    for version, rules in files:
+        # A feature ruled for the first time: files of this version ingested before had
+        # no rule for it.
+        if version in known:
+            rows |= {(version, f, "none") for f in rules or {} if f not in known[version]}
+    for version, rules in files:
+        known.setdefault(version, set()).update(rules or {})
+        known[version].discard("*")
+    for version, rules in files:
+        if rules is None:
+            rows.add((version, "*", "none"))
+            continue
+        for feature in known[version]:
+            rows.add((version, feature, rules.get(feature, "none")))
+    return rows
 
 
 def _commit(
     mon: Monitor, segments: list[catalog.Segment], columns: list[tuple[str, str, str]],
-    records: list[list[Any]], fresh: list[str], redaction: dict[tuple[int, str], str],
+    records: list[list[Any]], fresh: list[str],
+    redaction: list[tuple[int, dict[str, str] | None]],
 ) -> None:  # fmt: skip
     ws = mon._ws
     now = ws.now()
@@ -265,9 +298,9 @@ def _commit(
             ).fetchall()
         finally:
             con.unregister("new_spool_files")
-        for (version, feature), rule in sorted(redaction.items()):
+        for version, feature, rule in sorted(_redaction_rows(con, mon.model, redaction)):
             con.execute(
-                "INSERT OR REPLACE INTO log_redaction VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO log_redaction VALUES (?, ?, ?, ?, ?)",
                 [mon.model, version, feature, rule, now],
             )
 

@@ -52,14 +52,36 @@ def frame(store: Store, model: str, version: int | None = None) -> pd.DataFrame:
     return result
 
 
-def rules_for(store: Store, model: str, version: int | None) -> dict[str, str]:
-    """The rule per feature of ``version`` (or of every version: where versions disagree,
-    the feature reads ``"differs by version"``)."""
-    rows = frame(store, model, version)
+def rules_for(store: Store, model: str, versions: list[int]) -> dict[str, str]:
+    """The one rule per feature that all the files of ``versions`` applied; a feature
+    redacted in some of them and not, or not alike, in others reads ``"differs: ..."``.
+
+    A version without any recorded rule counts as one whose files applied none."""
+    rows = frame(store, model)
+    by_version: dict[int, dict[str, set[str]]] = {}
+    for version, feature, rule in zip(rows["version"], rows["feature"], rows["rule"], strict=True):
+        by_version.setdefault(int(version), {}).setdefault(str(feature), set()).add(str(rule))
+    features = sorted({f for v in versions for f in by_version.get(v, {}) if f != "*"})
     out: dict[str, str] = {}
-    for feature, rule in zip(rows["feature"], rows["rule"], strict=True):
-        out[feature] = rule if out.get(feature, rule) == rule else "differs by version"
+    for feature in features:
+        seen: set[str] = set()
+        for v in versions:
+            recorded = by_version.get(v, {})
+            seen |= recorded.get(feature) or {"none"}
+            if "*" in recorded:  # some of this version's files applied no rule at all
+                seen.add("none")
+        if seen != {"none"}:
+            out[feature] = seen.pop() if len(seen) == 1 else "differs: " + ", ".join(sorted(seen))
     return out
+
+
+def _fits(kind: str, table: pa.Table, feature: str) -> bool:
+    if feature not in table.column_names:
+        return True
+    t = table.column(feature).type
+    if kind == "coarse":
+        return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
 def for_raw(table: pa.Table, rules: dict[str, str]) -> tuple[pa.Table, dict[str, str]]:
@@ -69,7 +91,16 @@ def for_raw(table: pa.Table, rules: dict[str, str]) -> tuple[pa.Table, dict[str,
     same: dict[str, object] = {}
     for feature, rule in rules.items():
         kind = rule.partition(":")[0]
-        if kind in ("coarse", "prefix"):
+        column = table.column(feature) if feature in table.column_names else None
+        if column is not None and pa.types.is_dictionary(column.type):  # pandas categories
+            table = table.set_column(table.column_names.index(feature), feature,
+                                     column.cast(column.type.value_type))  # fmt: skip
+        if kind in ("coarse", "prefix") and not _fits(kind, table, feature):
+            unjudged[feature] = (
+                f"redacted in the payload log ({rule}), which does not fit this side's "
+                f"{table.column(feature).type} values: not comparable"
+            )
+        elif kind in ("coarse", "prefix"):
             same[feature] = parse_described(rule)
         elif kind == "hmac-sha256":
             unjudged[feature] = (
@@ -79,7 +110,10 @@ def for_raw(table: pa.Table, rules: dict[str, str]) -> tuple[pa.Table, dict[str,
         elif kind == "drop":
             unjudged[feature] = "dropped from the payload log by redaction"
         else:
-            unjudged[feature] = f"redacted in the payload log ({rule}): pass version=..."
+            unjudged[feature] = (
+                f"redacted differently across the window's versions or files ({rule}): not "
+                "comparable with raw values; compare two windows of logged traffic instead"
+            )
     present = [f for f in same if f in table.column_names]
     if present:
         prefixed = table.rename_columns(

@@ -463,12 +463,21 @@ def test_redaction_set_on_the_deployment_merges_over_the_versions(dws, versions,
     assert dws.deployments().empty  # nothing was started or recorded
     # The deployment's rule for that feature replaces the version's unusable one.
     odd.deploy(name="odd", server={"redact": {"sepal width (cm)": "drop"}}).delete()
-    # The version drops one feature; the deployment coarsens another.
+    # The version drops two features; the deployment coarsens one of them instead, and
+    # another one.
     private = dws.model("iris").register(
         versions["good"].load(), input_example=X.head(5),
-        params={"mlops.redact": {"petal width (cm)": "drop"}},
+        params={"mlops.redact": {"petal width (cm)": "drop", "sepal width (cm)": "drop"}},
     )  # fmt: skip
-    dep = private.deploy(server={"redact": {"sepal length (cm)": {"coarse": 1}}})
+    coarse = {"coarse": 1}
+    dep = private.deploy(
+        server={"redact": {"sepal length (cm)": coarse, "sepal width (cm)": coarse}}
+    )
+    # New server options keep the deployment's redaction.
+    private.deploy(server={"workers": 3})
+    assert st.read(dws, "iris").desired.server == {
+        "redact": {"sepal length (cm)": coarse, "sepal width (cm)": coarse}, "workers": 3,
+    }  # fmt: skip
     with httpx.Client(timeout=30) as client:
         r = client.post(dep.endpoint + "/v2/models/iris/infer", json=X.head(8).to_dict("records"))
         assert r.status_code == 200, r.text
@@ -480,13 +489,13 @@ def test_redaction_set_on_the_deployment_merges_over_the_versions(dws, versions,
 
     wait_for(logged, 60, "the 8 predictions to reach the log")
     rows = mon.predictions()
-    assert (
-        rows["feature.sepal length (cm)"].tolist() == (X["sepal length (cm)"].head(8) // 1).tolist()
-    )
+    for feature in ("sepal length (cm)", "sepal width (cm)"):
+        assert rows["feature." + feature].tolist() == (X[feature].head(8) // 1).tolist()
     assert "feature.petal width (cm)" not in rows.columns
-    assert rows["feature.sepal width (cm)"].tolist() == X["sepal width (cm)"].head(8).tolist()
+    assert rows["feature.petal length (cm)"].tolist() == X["petal length (cm)"].head(8).tolist()
     assert mon.redaction()[["feature", "rule"]].values.tolist() == [
         ["petal width (cm)", "drop"], ["sepal length (cm)", "coarse:1"],
+        ["sepal width (cm)", "coarse:1"],
     ]  # fmt: skip
 
 
@@ -570,15 +579,20 @@ def test_deploy_keeps_the_replica_count_and_status_reads_both_ways(dws, versions
     assert len(status.resources) == 2
     assert all(r["rss_mb"] > 0 and r["stuck"] is False and r["dropped"] == {}
                for r in status.resources)  # fmt: skip
-    # Three clients keep a connection open to one replica: its status counts them.
+    # Three clients keep a connection open to one replica: its status counts them. (The
+    # server closes a connection idle for 5 s: on a slow machine, touch them again.)
     first = status.revisions[0]["replicas"][0]
     clients = [httpx.Client(base_url=f"http://127.0.0.1:{first['port']}", timeout=10)
                for _ in range(3)]  # fmt: skip
-    try:
+
+    def counted() -> bool:
         for c in clients:
             assert c.get("/v2/health/live").status_code == 200
         counts = {r["replica"]: r["open_connections"] for r in dep.status().resources}
-        assert counts[first["id"]] >= 3, counts
+        return counts[first["id"]] >= 3
+
+    try:
+        wait_for(counted, 60, "the replica's status to count three open connections")
     finally:
         for c in clients:
             c.close()
