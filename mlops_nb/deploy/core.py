@@ -30,8 +30,7 @@ import pandas as pd
 
 from .. import progress, query, validation
 from ..errors import DeploymentConflict, DeploymentError, InvalidArgument
-from ..serve.redact import check_rules
-from ..serve.spec import REDACT_PARAM
+from ..serve.redact import REDACT_PARAM, merge_rules
 from . import controller, rollout
 from . import state as st
 from .local import Local
@@ -566,19 +565,7 @@ def deploy(
 def _check_version_rules(v: ModelVersion, given: dict[str, Any] | None) -> None:
     """A version's redaction rules, with the deployment's (``given``) over them, are
     checked before anything starts (not when a replica loads)."""
-    own = (v.info().get("params") or {}).get(REDACT_PARAM)
-    if given and not isinstance(own, dict):
-        return  # the server takes the deployment's rules whole (ServeSpec.of)
-    try:
-        if isinstance(own, dict) and given:
-            own = {f: r for f, r in own.items() if f not in given}
-        check_rules(own)
-    except InvalidArgument as e:
-        raise InvalidArgument(
-            f"{v.model} v{v.number} has params['{REDACT_PARAM}'] the server cannot use: {e}; "
-            "register the version with valid rules, or deploy with server={'redact': {...}} "
-            "naming a valid rule for each of those features"
-        ) from e
+    merge_rules((v.info().get("params") or {}).get(REDACT_PARAM), given, f"{v.model} v{v.number}")
 
 
 def _same_target(name: str, wanted: Target, rec: st.Record) -> None:

@@ -77,6 +77,35 @@ def check_rules(config: object) -> dict[str, Any]:
     return {str(f): config[f] for f in sorted(config, key=str)}
 
 
+REDACT_PARAM = "mlops.redact"
+
+
+def merge_rules(own: object, given: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
+    """A version's rules (its ``params["mlops.redact"]``) with the deployment's over them,
+    feature by feature; checked, naming the fix. None when neither sets any.
+
+    >>> merge_rules({"age": "drop", "zip": "drop"}, {"age": {"coarse": 10}}, "churn v1")
+    {'age': {'coarse': 10}, 'zip': 'drop'}
+    """
+    if own is None:
+        return None if given is None else check_rules(given)
+    if given and not isinstance(own, dict):
+        return check_rules(given)  # the deployment's rules replace the unusable ones whole
+    kept = (
+        {f: r for f, r in own.items() if f not in (given or {})} if isinstance(own, dict) else own
+    )
+    try:
+        check_rules(kept)
+    except InvalidArgument as e:
+        raise InvalidArgument(
+            f"{version} has params['{REDACT_PARAM}'] the server cannot use: {e}; register the "
+            "version with valid rules, or deploy with server={'redact': {...}} naming a valid "
+            "rule for each of those features"
+        ) from e
+    assert isinstance(own, dict)
+    return check_rules({**own, **(given or {})})
+
+
 def parse_described(described: str) -> Any:
     """A rule back from its description in a log's metadata (``"coarse:10"``)."""
     kind, _, arg = described.partition(":")

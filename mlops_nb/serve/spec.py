@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from ..registry import ModelVersion
 
 
-REDACT_PARAM = "mlops.redact"
+from .redact import REDACT_PARAM, merge_rules
+
+__all__ = ["REDACT_PARAM", "ServeSpec"]
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,11 @@ class ServeSpec:
     def of(cls, v: ModelVersion, **options: Any) -> ServeSpec:
         row = v.info()
         own = (row.get("params") or {}).get(REDACT_PARAM)
-        if own is not None:
-            # The deployment's rules win, feature by feature, over the version's.
-            given = options.get("redact")
-            merged = {**own, **given} if isinstance(own, dict) and isinstance(given, dict) else None
-            options["redact"] = (
-                merged if merged is not None else given if given is not None else own
+        if own is not None or options.get("redact") is not None:
+            # The deployment's rules win, feature by feature, over the version's; checked
+            # here, so no server is started with rules it cannot apply.
+            options["redact"] = merge_rules(
+                own, options.get("redact"), f"{v.model} v{row['version']}"
             )
         return cls(
             model=v.model,

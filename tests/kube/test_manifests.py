@@ -117,6 +117,18 @@ def test_autoscale_adds_an_hpa_and_the_deployment_leaves_replicas_to_it(
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
 
 
+def test_manifests_refuse_a_version_whose_redaction_rules_no_server_can_apply(
+    local_ws: mnb.Workspace,
+) -> None:
+    v = local_ws.model("iris").version(1)
+    odd = local_ws.model("iris").register(v.load(), input_example=None,
+                                          params={"mlops.redact": {"email": "blur"}})  # fmt: skip
+    with pytest.raises(
+        mnb.InvalidArgument, match=r"iris v\d+ has params\['mlops.redact'\].*'email'"
+    ):
+        Kubernetes(namespace="ml").manifests(odd)
+
+
 def _canary_state(local_ws: mnb.Workspace) -> Any:
     from mlops_nb.deploy.target import DesiredState, RevisionSpec
 
