@@ -92,6 +92,8 @@ class Side:
         self._table = table
         #: Features left without a verdict, with the reason: (kind, note) by name.
         self.unjudged: dict[str, tuple[str, str]] = {}
+        #: Values of columns taken out of this side (a raw side's redacted features).
+        self.removed_counts: dict[str, int] = {}
 
     @classmethod
     def of_table(cls, table: pa.Table, label: str) -> Side:
@@ -116,6 +118,21 @@ class Side:
     def fetch(self, names: list[str]) -> pa.Table:
         return self._fetch([n for n in names if n in self.names])
 
+    def count(self, name: str) -> int:
+        """Values (not missing) of one column, counted where the data lives."""
+        if name not in self.names:
+            return self.removed_counts.get(name, 0)
+        if self._sql is not None and self.store is not None:
+            sql, params = self._sql([name])
+            quoted = '"' + name.replace('"', '""') + '"'
+            row = self.store.read(
+                lambda con: con.execute(f"SELECT count({quoted}) FROM ({sql})", params).fetchone()
+            )
+            return int(row[0]) if row else 0
+        assert self._table is not None
+        column = self._table.column(name)
+        return int(len(column) - column.null_count)
+
     def scan(self, names: list[str]) -> stream.Scan:
         """A pass over the given columns in record batches (for the streaming path)."""
         return self._scan([n for n in names if n in self.names])
@@ -133,8 +150,11 @@ def _raw_side(table: pa.Table, label: str, rules: dict[str, str]) -> Side:
     if not rules:
         return Side.of_table(table, label)
     kinds = {f.name: kind_of(f.type, f.name) for f in table.schema}
+    counts = {f: len(table.column(f)) - table.column(f).null_count
+              for f in rules if f in table.column_names}  # fmt: skip
     table, unjudged = redaction.for_raw(table, rules)
     side = Side.of_table(table, label)
+    side.removed_counts = {f: n for f, n in counts.items() if f in unjudged}
     side.unjudged = {
         f: ("categorical" if rules[f].startswith("hmac") else kinds.get(f, "categorical"), note)
         for f, note in unjudged.items()
@@ -304,7 +324,8 @@ def run_drift(
     for name in names:
         if name in unjudged:
             kind, note = unjudged[name]
-            rows.append((name, kind, stats.StatResult("none", None, note=note), 0, 0))
+            result = stats.StatResult("none", None, note=note)
+            rows.append((name, kind, result, ref.count(name), cur.count(name)))
     order = {n: i for i, n in enumerate([*names, *outputs_present])}
     rows.sort(key=lambda row: order[row[0]])
     for i, (name, kind, result, n_ref, n_cur) in enumerate(rows):

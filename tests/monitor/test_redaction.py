@@ -93,6 +93,7 @@ def test_a_feature_redacted_differently_over_the_window_gets_no_verdict(
     rows = _rows(mon.drift("training", "last 1d", min_samples=10, store=False))
     for feature, rule in (("age", "coarse:10"), ("plan", "prefix:2")):
         assert rows.loc[feature, "drifted"] is None
+        assert (rows.loc[feature, "n_ref"], rows.loc[feature, "n_cur"]) == (200, 400)
         assert f"differs: {', '.join(sorted([rule, 'none']))}" in rows.loc[feature, "note"]
     # v1 redeployed without its rules: its newer files are raw, its window mixed.
     _spool(tmp_path / "spool", frame, 1, None, "v1-raw")

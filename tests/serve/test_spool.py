@@ -190,6 +190,9 @@ def test_redaction_before_the_spool(
     assert rows.loc["plan", "kind"] == "categorical" and rows.loc["age", "kind"] == "numeric"
     assert rows.loc["user_id", "drifted"] is None and "hashed" in rows.loc["user_id", "note"]
     assert rows.loc["email", "drifted"] is None and "dropped" in rows.loc["email", "note"]
+    # Their values are still counted: n on the raw side, and on the log's where it kept them.
+    assert (rows.loc["user_id", "n_ref"], rows.loc["user_id", "n_cur"]) == (n, n)
+    assert (rows.loc["email", "n_ref"], rows.loc["email", "n_cur"]) == (n, 0)
     assert report.drifted is False
 
 
