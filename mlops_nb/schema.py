@@ -294,7 +294,8 @@ MONITORING = [
         PRIMARY KEY (model, path)
     )""",
     # Every redaction rule a version's spool files said they applied to a feature ("none":
-    # some files applied none; feature "*": some files carried no rules at all), so drift
+    # some files applied none; feature "*": some files carried no rules at all; a version
+    # never redacted has no rows), so drift
     # can honour them, and refuse to judge a feature redacted differently over a window.
     """CREATE TABLE IF NOT EXISTS log_redaction (
         model VARCHAR NOT NULL,

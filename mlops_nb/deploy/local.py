@@ -169,25 +169,22 @@ class LocalBackend(Backend):
         except psutil.Error:
             return None
         if token is None:
-            return proc if self._answering_pid() == self.pid else None
+            state = self._state()
+            return proc if state is not None and state.get("pid") == self.pid else None
         return proc if secrets.compare_digest(token, self.token) else None
 
-    def _answering_pid(self) -> int | None:
-        """The pid the router on the recorded port names, if it takes our token."""
-        try:
-            r = loopback.shared().get(self._endpoint + "/_mlops/state", timeout=2.0,
-                                      headers={"X-Mlops-Token": self.token})  # fmt: skip
-            return int(r.json()["pid"]) if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return None
-
-    def _answers(self) -> bool:
+    def _state(self) -> dict[str, Any] | None:
+        """What the router on the recorded port says of itself, if it takes our token."""
         try:
             r = loopback.shared().get(self._endpoint + "/_mlops/state", timeout=2.0,
                                  headers={"X-Mlops-Token": self.token})  # fmt: skip
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200
+            state = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return state if isinstance(state, dict) else None
+
+    def _answers(self) -> bool:
+        return self._state() is not None
 
     def alive(self) -> bool:
         return self._process() is not None and self._answers()

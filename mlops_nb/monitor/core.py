@@ -414,7 +414,8 @@ class Monitor:
         """The redaction rules the model's servers applied before logging, as ingested
         from the spool files' metadata: version, feature, rule, recorded_at. A feature
         with rule ``"none"`` went unredacted in some of the version's files; feature
-        ``"*"`` means some files carried no rules at all.
+        ``"*"`` means some files carried no rules at all. A version never redacted has
+        no rows.
 
         >>> import mlops_nb as mnb
         >>> ws = mnb.open(":memory:"); _ = ws.model("churn").register({"w": 1})

@@ -293,10 +293,13 @@ def run_drift(
     cur_version = number if version is not None else None
     # A raw side compared with a window of the log is redacted as the log was.
     rules: dict[str, str] = {}
-    if _is_raw(reference) and not _is_raw(current):
-        rules = redaction.rules_for(ws._store, mon.model, _versions(mon, current, cur_version))
-    elif _is_raw(current) and not _is_raw(reference):
-        rules = redaction.rules_for(ws._store, mon.model, _versions(mon, reference, number))
+    if _is_raw(reference) != _is_raw(current):
+        recorded = redaction.frame(ws._store, mon.model)
+        if not recorded.empty:  # the window's versions are read only when rules exist
+            window, window_version = (
+                (current, cur_version) if _is_raw(reference) else (reference, number)
+            )
+            rules = redaction.rules_for(recorded, _versions(mon, window, window_version))
     ref = _side(mon, reference, number, rules)
     cur = _side(mon, current, cur_version, rules)
     unjudged = {**ref.unjudged, **cur.unjudged}

@@ -237,30 +237,33 @@ def _rules(schema: pa.Schema, f: SpoolFile) -> dict[str, str] | None:
 
 
 def _redaction_rows(
-    con: duckdb.DuckDBPyConnection, model: str, files: list[tuple[int, dict[str, str] | None]]
-) -> set[tuple[int, str, str]]:
-    """(version, feature, rule) rows for the files' rules: "none" where a file applied no
-    rule to a feature others of its version did, feature "*" for a file with no rules."""
+    con: duckdb.DuckDBPyConnection, model: str, files: list[tuple[int, dict[str, str] | None]],
+    paths: list[str],
+) -> set[tuple[int, str, str]]:  # fmt: skip
+    """(version, feature, rule) rows for the new files' rules, for versions that ever had
+    rules: "none" where files applied no rule to a feature others of the version did
+    (files ingested earlier, before a rule was added, included); feature "*" for a file
+    with no rules at all. A version never redacted records nothing."""
     known: dict[int, set[str]] = {}
     for version, feature in con.execute(
         "SELECT DISTINCT version, feature FROM log_redaction WHERE model = ?", [model]
     ).fetchall():
         known.setdefault(int(version), set()).add(str(feature))
+    earlier = {int(v) for (v,) in con.execute(
+        "SELECT DISTINCT version FROM spool_files WHERE model = ? AND NOT list_contains(?, path)",
+        [model, paths]).fetchall()}  # fmt: skip
     rows: set[tuple[int, str, str]] = set()
     for version, rules in files:
-        # A feature ruled for the first time: files of this version ingested before had
-        # no rule for it.
-        if version in known:
-            rows |= {(version, f, "none") for f in rules or {} if f not in known[version]}
+        new = set(rules or {}) - known.get(version, set())
+        if version in earlier:
+            rows |= {(version, f, "none") for f in new}
+        known.setdefault(version, set()).update(new)
     for version, rules in files:
-        known.setdefault(version, set()).update(rules or {})
-        known[version].discard("*")
-    for version, rules in files:
-        if rules is None:
+        features = known.get(version, set()) - {"*"}
+        if rules is None and features:
             rows.add((version, "*", "none"))
-            continue
-        for feature in known[version]:
-            rows.add((version, feature, rules.get(feature, "none")))
+        elif rules is not None:
+            rows |= {(version, f, rules.get(f, "none")) for f in features}
     return rows
 
 
@@ -288,6 +291,8 @@ def _commit(
                 "another ingest of this spool ran at the same time; nothing was added by this "
                 "one: run ingest again"
             )
+        # Read before the new files are catalogued: which versions had files before them.
+        found = sorted(_redaction_rows(con, mon.model, redaction, [r[1] for r in records]))
         catalog.record(con, segments, columns, "spool", now)
         con.register("new_spool_files", table)
         try:
@@ -298,10 +303,10 @@ def _commit(
             ).fetchall()
         finally:
             con.unregister("new_spool_files")
-        for version, feature, rule in sorted(_redaction_rows(con, mon.model, redaction)):
-            con.execute(
+        if found:
+            con.executemany(
                 "INSERT OR IGNORE INTO log_redaction VALUES (?, ?, ?, ?, ?)",
-                [mon.model, version, feature, rule, now],
+                [[mon.model, version, feature, rule, now] for version, feature, rule in found],
             )
 
     try:

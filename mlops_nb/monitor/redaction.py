@@ -52,12 +52,12 @@ def frame(store: Store, model: str, version: int | None = None) -> pd.DataFrame:
     return result
 
 
-def rules_for(store: Store, model: str, versions: list[int]) -> dict[str, str]:
-    """The one rule per feature that all the files of ``versions`` applied; a feature
-    redacted in some of them and not, or not alike, in others reads ``"differs: ..."``.
+def rules_for(rows: pd.DataFrame, versions: list[int]) -> dict[str, str]:
+    """The one rule per feature that all the files of ``versions`` applied, from the
+    recorded ``rows`` (:func:`frame`); a feature redacted in some of them and not, or not
+    alike, in others reads ``"differs: ..."``.
 
     A version without any recorded rule counts as one whose files applied none."""
-    rows = frame(store, model)
     by_version: dict[int, dict[str, set[str]]] = {}
     for version, feature, rule in zip(rows["version"], rows["feature"], rows["rule"], strict=True):
         by_version.setdefault(int(version), {}).setdefault(str(feature), set()).add(str(rule))
@@ -75,15 +75,6 @@ def rules_for(store: Store, model: str, versions: list[int]) -> dict[str, str]:
     return out
 
 
-def _fits(kind: str, table: pa.Table, feature: str) -> bool:
-    if feature not in table.column_names:
-        return True
-    t = table.column(feature).type
-    if kind == "coarse":
-        return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
-    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
-
-
 def for_raw(table: pa.Table, rules: dict[str, str]) -> tuple[pa.Table, dict[str, str]]:
     """A raw side made comparable with the log: coarse and prefix rules applied; hashed,
     dropped and otherwise incomparable features removed and returned with the reason."""
@@ -95,7 +86,7 @@ def for_raw(table: pa.Table, rules: dict[str, str]) -> tuple[pa.Table, dict[str,
         if column is not None and pa.types.is_dictionary(column.type):  # pandas categories
             table = table.set_column(table.column_names.index(feature), feature,
                                      column.cast(column.type.value_type))  # fmt: skip
-        if kind in ("coarse", "prefix") and not _fits(kind, table, feature):
+        if column is not None and not Redactor.fits(kind, table.column(feature).type):
             unjudged[feature] = (
                 f"redacted in the payload log ({rule}), which does not fit this side's "
                 f"{table.column(feature).type} values: not comparable"
@@ -114,15 +105,7 @@ def for_raw(table: pa.Table, rules: dict[str, str]) -> tuple[pa.Table, dict[str,
                 f"redacted differently across the window's versions or files ({rule}): not "
                 "comparable with raw values; compare two windows of logged traffic instead"
             )
-    present = [f for f in same if f in table.column_names]
-    if present:
-        prefixed = table.rename_columns(
-            ["feature." + n if n in present else n for n in table.column_names]
-        )
-        done = Redactor.of({f: same[f] for f in present}, None).apply(prefixed)
-        table = done.rename_columns(
-            [n.removeprefix("feature.") if n.removeprefix("feature.") in present else n
-             for n in done.column_names]
-        ).replace_schema_metadata(table.schema.metadata)  # fmt: skip
+    if same:
+        table = Redactor.of(same, None).apply(table, prefix="")
     keep = [n for n in table.column_names if n not in unjudged]
     return table.select(keep), unjudged

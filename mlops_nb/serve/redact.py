@@ -91,19 +91,18 @@ def merge_rules(own: object, given: dict[str, Any] | None, version: str) -> dict
         return None if given is None else check_rules(given)
     if given and not isinstance(own, dict):
         return check_rules(given)  # the deployment's rules replace the unusable ones whole
-    kept = (
-        {f: r for f, r in own.items() if f not in (given or {})} if isinstance(own, dict) else own
-    )
     try:
-        check_rules(kept)
+        kept = check_rules(
+            {f: r for f, r in own.items() if f not in given}
+            if given and isinstance(own, dict) else own
+        )  # fmt: skip
     except InvalidArgument as e:
         raise InvalidArgument(
             f"{version} has params['{REDACT_PARAM}'] the server cannot use: {e}; register the "
             "version with valid rules, or deploy with server={'redact': {...}} naming a valid "
             "rule for each of those features"
         ) from e
-    assert isinstance(own, dict)
-    return check_rules({**own, **(given or {})})
+    return check_rules({**kept, **(given or {})})
 
 
 def parse_described(described: str) -> Any:
@@ -165,11 +164,21 @@ class Redactor:
             hashed.append(h.hexdigest())
         return pc.take(pa.array(hashed, type=pa.string()), encoded.indices)
 
-    def apply(self, table: pa.Table) -> pa.Table:
+    @staticmethod
+    def fits(kind: str, dtype: pa.DataType) -> bool:
+        """Whether a rule of ``kind`` can rewrite values of ``dtype`` (else: nulls)."""
+        if kind == "coarse":
+            return bool(pa.types.is_integer(dtype) or pa.types.is_floating(dtype))
+        if kind == "prefix":
+            return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype))
+        return True
+
+    def apply(self, table: pa.Table, prefix: str = _FEATURE) -> pa.Table:
+        """``table`` with its feature columns (``prefix`` + feature name) redacted."""
         if not self.rules:
             return table
         for feature, (kind, arg) in self.rules.items():
-            name = _FEATURE + feature
+            name = prefix + feature
             if name not in table.column_names:
                 continue
             col = table.column(name).combine_chunks()
@@ -177,22 +186,18 @@ class Redactor:
             if kind == "drop":
                 table = table.remove_column(index)
                 continue
-            if kind == "hash":
+            if not self.fits(kind, col.type):
+                # A rule that does not fit the column's type: keep nothing rather than the
+                # raw value.
+                new = pa.nulls(len(col), type=col.type)
+            elif kind == "hash":
                 new = self._hash(col)
-            elif kind == "coarse" and (
-                pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-            ):
+            elif kind == "coarse":
                 floored = pc.multiply(pc.floor(pc.divide(pc.cast(col, pa.float64()), arg)), arg)
                 new = (
                     floored.cast(col.type, safe=False) if pa.types.is_integer(col.type) else floored
                 )
-            elif kind == "prefix" and (
-                pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
-            ):
+            else:  # prefix
                 new = pc.utf8_slice_codeunits(col, 0, int(arg or 0))
-            else:
-                # A rule that does not fit the column's type: keep nothing rather than the
-                # raw value.
-                new = pa.nulls(len(col), type=col.type)
             table = table.set_column(index, name, new)
         return table.replace_schema_metadata({**(table.schema.metadata or {}), **self.metadata()})

@@ -12,13 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from ..registry import ModelVersion
-
-
 from .redact import REDACT_PARAM, merge_rules
 
-__all__ = ["REDACT_PARAM", "ServeSpec"]
+if TYPE_CHECKING:
+    from ..registry import ModelVersion
 
 
 @dataclass(frozen=True)
