@@ -314,6 +314,9 @@ def _has_module(name: str) -> bool:
     help="Micro-batch concurrent requests into one predict.",
 )
 @click.option("--workers", type=int, default=None, help="Threads that run predictions [2].")
+@click.option("--pool", type=click.Choice(["threads", "processes"]), default=None,
+              help="Where predictions run: threads, or processes for models that hold "
+                   "the GIL [threads].")  # fmt: skip
 @click.option("--max-queue", type=int, default=None,
               help="Requests waiting for a worker before 503 + Retry-After [256].")  # fmt: skip
 @click.option("--timeout", "timeout_s", type=float, default=None,

@@ -319,12 +319,18 @@ class LocalBackend(Backend):
 
 
 def _replica(data: dict[str, Any]) -> ReplicaStatus:
-    """A replica with its process's CPU seconds and resident memory (psutil)."""
+    """A replica with its CPU seconds and resident memory (psutil), worker processes
+    (``pool="processes"``) included."""
     cpu = rss = None
     with contextlib.suppress(psutil.Error):
         proc = psutil.Process(int(data["pid"]))
         times = proc.cpu_times()
         cpu, rss = times.user + times.system, proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error), child.oneshot():
+                times = child.cpu_times()
+                cpu += times.user + times.system
+                rss += child.memory_info().rss
     return ReplicaStatus(id=str(data["port"]), ready=bool(data["ready"]), alive=bool(data["alive"]),
                          cpu_seconds=cpu, rss_bytes=rss,
                          detail={"pid": data["pid"], "port": data["port"],

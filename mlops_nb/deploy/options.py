@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..serve.redact import check_rules
+from ..serve.spec import POOLS
 
 # name -> (kind, lowest, highest, what it does)
 SERVER_OPTIONS: dict[str, tuple[str, float, float, str]] = {
@@ -29,13 +30,16 @@ SERVER_OPTIONS: dict[str, tuple[str, float, float, str]] = {
     "max_batch": ("int", 1, 4096, "rows in one shared predict"),
     "max_body_bytes": ("int", 1024, 2**31, "largest request body (larger: 413)"),
     "max_queue": ("int", 1, 100_000, "requests waiting for a worker before 503 + Retry-After"),
+    "pool": ("choice", 0, 0, "where predictions run: 'threads', or 'processes' for models "
+                             "that hold the GIL"),
     "redact": ("rules", 0, 0, "per-feature redaction of the payload log, over the version's"),
     "replace_unready_after_s": ("float", 1.0, 86_400.0,
                                 "replace a replica that served, then stays unready this long"),
     "stuck_after_s": ("float", 0.1, 86_400.0, "a predict running longer makes the replica unready"),
     "timeout_s": ("float", 0.01, 86_400.0, "a request waits at most this long (then 504)"),
-    "workers": ("int", 1, 64, "threads that run predictions"),
+    "workers": ("int", 1, 64, "threads (or processes) that run predictions"),
 }  # fmt: skip
+CHOICES = {"pool": POOLS}
 REPLACE_UNREADY_AFTER = 30.0
 
 
@@ -60,6 +64,12 @@ def check_server(options: object) -> dict[str, Any]:
             continue
         if kind == "rules":
             out[name] = check_rules(value)
+            continue
+        if kind == "choice":
+            if value not in CHOICES[name]:
+                raise InvalidArgument(f"server option {name!r} ({what}) must be one of "
+                                      f"{', '.join(map(repr, CHOICES[name]))}, got {value!r}")  # fmt: skip
+            out[name] = value
             continue
         if kind == "bool":
             if not isinstance(value, bool):

@@ -14,6 +14,8 @@
 ``/v2/health/stats`` answers::
 
     {"ready": bool, "stuck": bool, "inflight": n, "queue": n, "workers": n,
+     "pool": "threads" | "processes", "worker_pids": [pid, ...] (processes only),
+     "worker_restarts": n, "worker_failure": str | null,
      "longest_predict_s": x,
      "payload": {"written": n, "pending": n, "dropped": {reason: n}, "failing": bool,
                  "last_error": str | null},            # null when no spool is set
@@ -38,7 +40,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -54,9 +56,10 @@ from .batching import Batcher
 from .metrics import ServerMetrics
 from .payload import PayloadLog
 from .predictor import Outcome, Predictor
+from .processes import ModelRaised, PoolUnavailable, ProcessPool, WorkerDied
 from .records import chunk_of, log_types
 from .redact import Redactor
-from .spec import ServeSpec
+from .spec import POOLS, ServeSpec
 from .spool import open_spool
 from .v2 import BadRequest, Batch, check_outputs, decode, input_form
 from .values import TooLarge
@@ -81,11 +84,21 @@ class ModelServer:
         # workers=0 is the old inline path (lone requests predicted on the event loop), kept
         # only so benchmarks can measure the hand-off against it in the same run.
         self._inline = spec.workers == 0
-        self.pool = WorkerPool(max(1, spec.workers))
+        if spec.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {spec.pool!r}")
+        self.pool: WorkerPool | ProcessPool
+        if spec.pool == "processes":
+            if self._inline:
+                raise ValueError("pool='processes' needs workers >= 1")
+            self.pool = ProcessPool(spec, spec.workers, kill_after=spec.timeout_s)
+        else:
+            self.pool = WorkerPool(max(1, spec.workers))
         self.payload_log: PayloadLog | None = None
         self.batcher: Batcher[Batch, Outcome] | None = (
-            Batcher(self.predictor.predict, lambda b: b.rows, self.pool.run,
+            Batcher(self.predictor.predict, lambda b: b.rows, self._execute,
                     max_rows=spec.max_batch, concurrency=self.pool.workers,
+                    # Processes do not share a GIL: every one may run a batch at once.
+                    spill_after=0.0 if spec.pool == "processes" else 0.05,
                     on_batch=self.metrics.batch_sizes.observe)
             if spec.batching else None
         )  # fmt: skip
@@ -110,6 +123,8 @@ class ModelServer:
                     retry_max=spec.spool_retry_max_s,
                 )  # fmt: skip
             self.predictor.load()
+            if isinstance(self.pool, ProcessPool):
+                self.pool.start()
             self.metrics.bind_payload(self.payload_log)
             self.ready = True
             log.info("model %s v%s ready", spec.model, spec.version)
@@ -122,6 +137,8 @@ class ModelServer:
         """Why the server should get no traffic now, or None."""
         if not self.ready:
             return self.load_error or "model is loading; retry when ready"
+        if isinstance(self.pool, ProcessPool) and (problem := self.pool.problem()):
+            return problem
         if self.pool.stuck(self.spec.stuck_after_s):
             return (
                 f"a prediction has been running for {self.pool.longest():.0f} s, over "
@@ -152,7 +169,14 @@ class ModelServer:
         self.metrics.batch_sizes.observe(batch.rows)
         if self._inline:
             return self.predictor.predict([batch])[0]
-        return (await self.pool.run(self.predictor.predict, [batch]))[0]
+        return (await self._execute(self.predictor.predict, [batch]))[0]
+
+    async def _execute(self, fn: Callable[[list[Batch]], list[Outcome]],
+                       batches: list[Batch]) -> list[Outcome]:  # fmt: skip
+        """``fn(batches)`` on a worker thread, or the same predict in a worker process."""
+        if isinstance(self.pool, ProcessPool):
+            return await self.pool.run(batches)
+        return await self.pool.run(fn, batches)
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -196,6 +220,9 @@ class ModelServer:
             except Overloaded as e:
                 code = 503
                 return _error(503, f"server busy: {e}; retry later", 1)
+            except PoolUnavailable as e:
+                code = 503
+                return _error(503, f"{e}; retry later", 5)
             except TimeoutError:
                 code = 504
                 message = f"prediction took longer than timeout_s={self.spec.timeout_s:g} s"
@@ -205,6 +232,10 @@ class ModelServer:
                 code = 500
                 log.exception("model raised")
                 message = f"model raised {type(e).__name__}: {e}"
+                if isinstance(e, ModelRaised):  # in a worker process
+                    message = f"model raised {e.kind}: {e}"
+                elif isinstance(e, WorkerDied):
+                    message = str(e)
                 # Failed requests are logged too: the monitor's error rate counts them.
                 self._log(batch, None, _ms(start), f"model: {message}")
                 return _error(500, message)
@@ -295,6 +326,8 @@ class ModelServer:
             "inflight": self._active,
             "queue": self.pool.backlog + (self.batcher.queued if self.batcher else 0),
             "workers": self.pool.workers,
+            "pool": self.spec.pool,
+            **self._process_stats(),
             "longest_predict_s": round(self.pool.longest(), 3),
             "payload": None if p is None else {
                 "written": p.logged, "pending": p.pending, "dropped": dict(p.dropped),
@@ -302,6 +335,13 @@ class ModelServer:
             },
             "process": self.metrics.usage.snapshot(),
         }  # fmt: skip
+
+    def _process_stats(self) -> dict[str, Any]:
+        pool = self.pool
+        if not isinstance(pool, ProcessPool):
+            return {"worker_pids": [], "worker_restarts": 0, "worker_failure": None}
+        return {"worker_pids": pool.pids, "worker_restarts": pool.restarts,
+                "worker_failure": pool.failure}  # fmt: skip
 
     async def stats_endpoint(self, request: Request) -> Response:
         return JSONResponse(self.stats())

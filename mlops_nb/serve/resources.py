@@ -2,7 +2,10 @@
 
 ``/metrics`` carries them under the Prometheus process collector's names
 (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ...) plus
-``mlops_open_connections``; ``/v2/health/stats`` carries the same figures as JSON.
+``mlops_open_connections``; worker processes (``pool="processes"``) are counted apart, as
+``mlops_worker_processes_cpu_seconds_total`` and
+``mlops_worker_processes_resident_memory_bytes``. ``/v2/health/stats`` carries the
+server's and its worker processes' figures together, as JSON.
 
 >>> usage = Usage()
 >>> sorted(usage.snapshot())
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import psutil
@@ -26,6 +30,27 @@ class Usage:
                 "mlops_open_connections", "Client TCP connections open to this server",
                 registry=registry,
             ).set_function(self.open_connections)  # fmt: skip
+            Gauge(
+                "mlops_worker_processes_cpu_seconds_total",
+                "CPU seconds of this server's worker processes (pool='processes')",
+                registry=registry,
+            ).set_function(lambda: self.children()[0])  # fmt: skip
+            Gauge(
+                "mlops_worker_processes_resident_memory_bytes",
+                "Resident memory of this server's worker processes (pool='processes')",
+                registry=registry,
+            ).set_function(lambda: self.children()[1])  # fmt: skip
+
+    def children(self) -> tuple[float, int]:
+        """CPU seconds and resident bytes of the live worker processes (0 with threads)."""
+        cpu, rss = 0.0, 0
+        with contextlib.suppress(psutil.Error):
+            for child in self._process.children(recursive=True):
+                with contextlib.suppress(psutil.Error), child.oneshot():
+                    times = child.cpu_times()
+                    cpu += times.user + times.system
+                    rss += child.memory_info().rss
+        return cpu, rss
 
     def open_connections(self) -> int:
         """Established TCP connections to this process's listening ports (clients in)."""
@@ -42,8 +67,9 @@ class Usage:
         with self._process.oneshot():
             cpu = self._process.cpu_times()
             rss = self._process.memory_info().rss
+        child_cpu, child_rss = self.children()
         return {
-            "cpu_seconds": round(cpu.user + cpu.system, 3),
-            "rss_bytes": int(rss),
+            "cpu_seconds": round(cpu.user + cpu.system + child_cpu, 3),
+            "rss_bytes": int(rss + child_rss),
             "open_connections": self.open_connections(),
         }

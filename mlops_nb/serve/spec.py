@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from .redact import REDACT_PARAM, merge_rules
 
+POOLS = ("threads", "processes")  # where predictions run: ServeSpec.pool
+
 if TYPE_CHECKING:
     from ..registry import ModelVersion
 
@@ -35,11 +37,13 @@ class ServeSpec:
     max_batch: int = 64
     max_body_bytes: int = 10 * 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
-    # Predictions run on `workers` threads; at most `max_queue` requests wait for one
+    # Predictions run on `workers` threads (or processes: pool="processes", for models
+    # that hold the GIL; see mlops_nb.serve.processes); at most `max_queue` requests wait for one
     # (then 503 with Retry-After); a request waits at most `timeout_s` (then 504); a
     # predict running longer than `stuck_after_s` makes the server report not ready.
     # (workers=0 predicts a lone request on the event loop: for benchmarks only.)
     workers: int = 2
+    pool: str = "threads"
     max_queue: int = 256
     timeout_s: float | None = 60.0
     stuck_after_s: float = 30.0

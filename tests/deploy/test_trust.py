@@ -713,3 +713,26 @@ def test_delete_during_a_canary_returns_once_its_controller_has_stopped(dws, ver
     # next); its process then only has to exit.
     assert not controller.running(dws, "iris")
     assert leftovers(Path(dws.path).parent) == []
+
+
+def test_a_deployment_can_predict_in_worker_processes(dws, versions, iris) -> None:
+    with pytest.raises(mnb.InvalidArgument, match=r"'pool'.*'threads', 'processes'"):
+        versions["good"].deploy(server={"pool": "forked"})
+    dep = versions["good"].deploy(server={"pool": "processes", "workers": 2})
+    r = httpx.post(dep.endpoint + "/v2/models/iris/infer", json=_body(iris), timeout=30)
+    assert r.status_code == 200, r.text
+    (rep,) = dep.status()["revisions"][0]["replicas"]
+    stats = httpx.get(f"http://127.0.0.1:{rep['port']}/v2/health/stats", timeout=10).json()
+    assert stats["pool"] == "processes" and len(stats["worker_pids"]) == 2
+    workers = [psutil.Process(p) for p in stats["worker_pids"]]
+    replica = psutil.Process(rep["pid"])
+    assert all(w.ppid() == replica.pid for w in workers)
+    # The replica's memory in status() is its own and its worker processes'.
+    (usage,) = dep.status()["resources"]
+    assert (
+        usage["rss_mb"] * 2**20
+        > replica.memory_info().rss + sum(w.memory_info().rss for w in workers) * 0.8
+    )
+    dep.delete()
+    wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
+                             for w in workers), 30, "worker processes to stop")  # fmt: skip
