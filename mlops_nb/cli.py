@@ -313,7 +313,9 @@ def _has_module(name: str) -> bool:
     show_default=True,
     help="Micro-batch concurrent requests into one predict.",
 )
-@click.option("--workers", type=int, default=None, help="Threads that run predictions [2].")
+@click.option(
+    "--workers", type=int, default=None, help="Threads (or processes) that run predictions [2]."
+)
 @click.option("--pool", type=click.Choice(["threads", "processes"]), default=None,
               help="Where predictions run: threads, or processes for models that hold "
                    "the GIL [threads].")  # fmt: skip

@@ -107,6 +107,8 @@ class ModelServer:
         self._id_prefix = uuid.uuid4().hex[:16] + "-"
         self._id_counter = itertools.count()
         self._active = 0  # requests inside infer(), read on the event loop only
+        # The server's event loop, set before load(): worker processes are watched on it.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- loading -------------------------------------------------------------------------
 
@@ -124,7 +126,8 @@ class ModelServer:
                 )  # fmt: skip
             self.predictor.load()
             if isinstance(self.pool, ProcessPool):
-                self.pool.start()
+                self.pool.start(self.loop)
+                self.metrics.usage.workers = self.pool.live_pids
             self.metrics.bind_payload(self.payload_log)
             self.ready = True
             log.info("model %s v%s ready", spec.model, spec.version)
@@ -420,6 +423,7 @@ def create_app(spec: ServeSpec) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        server.loop = asyncio.get_running_loop()
         thread = threading.Thread(target=server.load, name="mlops-nb-load", daemon=True)
         thread.start()
         yield

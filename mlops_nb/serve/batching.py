@@ -144,6 +144,8 @@ class Batcher(Generic[In, Out]):
                             fut.set_exception(batch_error)
                         continue
                     for item, fut in taken:
+                        if fut.done():  # its request timed out: nobody waits for it
+                            continue
                         try:
                             out = (await self._execute(self._run, [item]))[0]
                             if not fut.done():

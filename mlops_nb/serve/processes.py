@@ -13,16 +13,19 @@ process and reads the answer when the pipe is readable: no thread in between, an
 pool knows which process runs which job. So:
 
 - a process that dies (killed, out of memory, a crash in native code) fails only the
-  job it held (500) and is replaced, while the others go on serving;
+  job it held (500) and is replaced (a replacement that cannot load is retried with
+  backoff) while the others go on serving; with none left, requests wait for the
+  replacement (up to their ``timeout_s``) and the server reports not ready;
 - a job still running ``kill_after`` seconds after it started (the server passes
   ``timeout_s``: every request waiting on it has been answered 504 by then) has its
   process killed and replaced, where a hung thread can only be left running;
 - a job running longer than ``stuck_after_s`` makes the server report not ready, as with
   threads.
 
-The server becomes ready once every process has loaded. Worker processes ignore SIGTERM
-and SIGINT (the server drains its requests first, then stops them) and exit by
-themselves if the server process is gone.
+The server becomes ready once every process has loaded. Worker processes ignore SIGINT
+(Ctrl-C reaches the whole process group; the server drains its requests, then stops
+them), finish the job in hand on SIGTERM, and exit by themselves if the server process
+is gone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import pickle
 import signal
 import threading
 import time
+import traceback
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
@@ -49,10 +53,11 @@ log = logging.getLogger("mlops_nb.serve")
 
 # Loading may fetch the artifact from S3: a process gets this long to be ready.
 LOAD_TIMEOUT = 600.0
+RETRY_MAX = 30.0  # seconds between attempts to replace a process that cannot load
 
 
 class PoolUnavailable(Exception):
-    """No worker process is running (HTTP 503, Retry-After)."""
+    """No worker process runs and none is loading (HTTP 503, Retry-After)."""
 
 
 class WorkerDied(Exception):
@@ -60,7 +65,8 @@ class WorkerDied(Exception):
 
 
 class ModelRaised(Exception):
-    """The model raised in a worker process: ``kind`` is the exception's type name."""
+    """The model raised in a worker process: ``kind`` is the exception's type name; the
+    worker's traceback is a note, so ``log.exception`` shows where."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -69,11 +75,19 @@ class ModelRaised(Exception):
 
 # -- in a worker process ---------------------------------------------------------------
 
+_state = {"busy": False, "stop": False}
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if not _state["busy"]:
+        os._exit(0)
+    _state["stop"] = True  # after the answer in hand
+
 
 def _serve(conn: Connection, spec_json: str, parent: int) -> None:
     """A worker process: load the model, say so, then predict what arrives until EOF."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -90,14 +104,19 @@ def _serve(conn: Connection, spec_json: str, parent: int) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            batches = pickle.loads(conn.recv_bytes())
+            message = conn.recv_bytes()
         except EOFError:
             return
+        _state["busy"] = True
         try:
-            answer: tuple[str, Any] = ("ok", predictor.predict(batches))
-        except Exception as e:
-            answer = ("raised", (type(e).__name__, str(e)))
-        conn.send_bytes(pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL))
+            answer = pickle.dumps(("ok", predictor.predict(pickle.loads(message))),
+                                  protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
+        except Exception as e:  # the model raised, or its answer cannot be pickled
+            answer = pickle.dumps(("raised", (type(e).__name__, str(e), traceback.format_exc())))
+        conn.send_bytes(answer)
+        _state["busy"] = False
+        if _state["stop"]:
+            os._exit(0)
 
 
 # -- in the server -----------------------------------------------------------------------
@@ -114,7 +133,7 @@ class _Worker:
         self.pid: int = proc.pid
         self.job: asyncio.Future[list[Outcome]] | None = None
         self.since: float | None = None
-        self.killed: object = None  # the job the watchdog killed this process for
+        self.doomed = False  # killed for an overdue job: gets no other
 
 
 class ProcessPool:
@@ -127,25 +146,30 @@ class ProcessPool:
         self.workers = workers
         self.kill_after = kill_after
         self.restarts = 0
-        self.failure: str | None = None  # why the last start or restart failed
+        self.failure: str | None = None  # why the last replacement attempt failed
         self._spec_json = spec.to_json()
         self._ctx = multiprocessing.get_context("spawn")
+        # Every process started and not yet stopped, for close() (any thread).
+        self._spawned: set[Any] = set()
+        self._lock = threading.Lock()
+        self._closed = False
         # Touched on the event loop only (start() runs before the loop uses the pool).
         self._live: list[_Worker] = []
         self._idle: list[_Worker] = []
         self._queue: deque[_Job] = deque()
         self._starting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-        self._watchdog: threading.Thread | None = None
 
     # -- processes -------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start every process and wait until each has loaded the model; raises with the
-        reason when one cannot (stopping the others)."""
-        started = [self._spawn() for _ in range(self.workers)]
+        reason when one cannot (stopping the others). With ``loop``, the pool watches its
+        processes on it from now on, before any request."""
+        started: list[_Worker] = []
         try:
+            for _ in range(self.workers):
+                started.append(self._spawn())
             for worker in started:
                 self._await_ready(worker)
         except BaseException:
@@ -154,16 +178,19 @@ class ProcessPool:
             raise
         self._live = list(started)
         self._idle = list(started)
-        if self.kill_after is not None:
-            self._watchdog = threading.Thread(target=self._watch, daemon=True,
-                                              name="mlops-nb-pool-watchdog")  # fmt: skip
-            self._watchdog.start()
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # closed: the server is stopping
+                loop.call_soon_threadsafe(self._attach, loop)
 
     def _spawn(self) -> _Worker:
-        ours, theirs = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_serve, args=(theirs, self._spec_json, os.getpid()),
-                                 name="mlops-nb-predict", daemon=True)  # fmt: skip
-        proc.start()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the process pool is closed")
+            ours, theirs = self._ctx.Pipe(duplex=True)
+            proc = self._ctx.Process(target=_serve, args=(theirs, self._spec_json, os.getpid()),
+                                     name="mlops-nb-predict", daemon=True)  # fmt: skip
+            proc.start()
+            self._spawned.add(proc)
         theirs.close()
         return _Worker(proc, ours)
 
@@ -174,6 +201,7 @@ class ProcessPool:
         try:
             kind, detail = worker.conn.recv()
         except EOFError:
+            worker.proc.join(5)
             raise RuntimeError(
                 f"a worker process exited while loading the model (exit code "
                 f"{worker.proc.exitcode})"
@@ -181,34 +209,47 @@ class ProcessPool:
         if kind != "ready":
             raise RuntimeError(f"a worker process could not load the model: {detail}")
 
-    @staticmethod
-    def _kill(worker: _Worker) -> None:
+    def _kill(self, worker: _Worker) -> None:
         with contextlib.suppress(OSError, ValueError):
             worker.proc.kill()
         worker.proc.join(10)
         worker.conn.close()
-
-    def _watch(self) -> None:
-        """Kill a process whose job has outlived every request that waited on it."""
-        assert self.kill_after is not None
-        while not self._closed:
-            now = time.monotonic()
-            for worker in list(self._live):
-                job, since = worker.job, worker.since
-                if (since is not None and now - since > self.kill_after
-                        and worker.killed is not job):  # fmt: skip
-                    # Once: the loop sees the pipe close, fails the job and replaces it.
-                    worker.killed = job
-                    log.warning("killing worker process %d: its prediction has run %.0f s, "
-                                "over timeout_s", worker.pid, now - since)  # fmt: skip
-                    with contextlib.suppress(OSError, ValueError):
-                        worker.proc.kill()
-            time.sleep(min(0.25, self.kill_after / 4))
+        with self._lock:
+            self._spawned.discard(worker.proc)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is loop or self._closed:
+            return
         self._loop = loop
         for worker in self._live:
             loop.add_reader(worker.conn.fileno(), self._answer, worker)
+        if self.kill_after is not None:
+            loop.call_later(self._check_every(), self._check_overdue)
+
+    def _check_every(self) -> float:
+        assert self.kill_after is not None
+        return min(0.25, self.kill_after / 4)
+
+    def _check_overdue(self) -> None:
+        """On the loop, every fraction of ``kill_after``: kill a process whose job has
+        outlived every request that waited on it. Its pipe then closes, and _died
+        replaces it."""
+        if self._closed or self._loop is None:
+            return
+        now = time.monotonic()
+        assert self.kill_after is not None
+        for worker in self._live:
+            if (
+                worker.since is not None
+                and not worker.doomed
+                and now - worker.since > self.kill_after
+            ):
+                worker.doomed = True
+                log.warning("killing worker process %d: its prediction has run %.0f s, over "
+                            "timeout_s", worker.pid, now - worker.since)  # fmt: skip
+                with contextlib.suppress(OSError, ValueError):
+                    worker.proc.kill()
+        self._loop.call_later(self._check_every(), self._check_overdue)
 
     def _died(self, worker: _Worker) -> None:
         """On the loop: fail the dead process's job, start a replacement in a thread."""
@@ -217,7 +258,9 @@ class ProcessPool:
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(worker.conn.fileno())
         worker.conn.close()
-        worker.proc.join(1)
+        worker.proc.join(0.5)  # its pipe closed: it has exited, or is about to
+        with self._lock:
+            self._spawned.discard(worker.proc)
         if worker in self._live:
             self._live.remove(worker)
         if worker in self._idle:
@@ -228,44 +271,41 @@ class ProcessPool:
         if job is not None and not job.done():
             job.set_exception(WorkerDied(
                 f"a worker process died while predicting (exit code {code}: killed, out of "
-                "memory or a crash in native code); it is being replaced"
+                "memory or a crash in native code); it is replaced"
             ))  # fmt: skip
         if self._closed:
             return
         self._starting += 1
         threading.Thread(target=self._replace, args=(loop,), daemon=True,
                          name="mlops-nb-pool-restart").start()  # fmt: skip
-        if not self._live:
-            # Nobody will take the queue: those requests fail now rather than at timeout.
-            while self._queue:
-                _, future = self._queue.popleft()
-                if not future.done():
-                    future.set_exception(PoolUnavailable(self.unavailable()))
 
     def _replace(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In a thread: start and load one process, then hand it to the loop."""
-        try:
-            worker = self._spawn()
+        """In a thread: start and load one process, retrying with backoff, then hand it
+        to the loop."""
+        delay = 1.0
+        while True:
             try:
-                self._await_ready(worker)
-            except BaseException:
-                self._kill(worker)
-                raise
-        except Exception as e:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._replaced, None, f"{e}")
-            return
+                worker = self._spawn()
+                try:
+                    self._await_ready(worker)
+                except BaseException:
+                    self._kill(worker)
+                    raise
+                break
+            except Exception as e:
+                if self._closed:
+                    return
+                self.failure = f"a worker process could not be replaced (retrying): {e}"
+                log.error("%s", self.failure)
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
         try:
-            loop.call_soon_threadsafe(self._replaced, worker, None)
+            loop.call_soon_threadsafe(self._replaced, worker)
         except RuntimeError:  # the loop is closed: the server is stopping
             self._kill(worker)
 
-    def _replaced(self, worker: _Worker | None, error: str | None) -> None:
+    def _replaced(self, worker: _Worker) -> None:
         self._starting -= 1
-        if worker is None:
-            self.failure = f"a worker process could not be replaced: {error}"
-            log.error("%s", self.failure)
-            return
         if self._closed:
             self._kill(worker)
             return
@@ -278,17 +318,17 @@ class ProcessPool:
 
     def problem(self) -> str | None:
         """Why the pool cannot take a job now (no process is running), or None."""
-        return None if self._live else self.unavailable()
-
-    def unavailable(self) -> str:
+        if self._live:
+            return None
         if self._starting:
             return "no worker process is running: replacements are loading"
         return self.failure or "no worker process is running"
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every process: end of input lets an idle one exit; a busy one gets until
-        ``timeout`` to finish, then is killed."""
-        self._closed = True
+        ``timeout`` to finish, then is killed (as is one still loading)."""
+        with self._lock:
+            self._closed = True
         live = list(self._live)
         self._detach(live)
         self._live, self._idle = [], []
@@ -297,8 +337,14 @@ class ProcessPool:
         deadline = time.monotonic() + timeout
         for worker in live:
             worker.proc.join(max(0.0, deadline - time.monotonic()))
-            if worker.proc.is_alive():
-                self._kill(worker)
+        with self._lock:
+            left = list(self._spawned)
+            self._spawned.clear()
+        for proc in left:
+            if proc.is_alive():
+                with contextlib.suppress(OSError, ValueError):
+                    proc.kill()
+            proc.join(10)
 
     def _detach(self, workers: list[_Worker]) -> None:
         """Take the pipes off the loop, on the loop's own thread, before they close."""
@@ -336,8 +382,8 @@ class ProcessPool:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._attach(loop)
-        if not self._live:
-            raise PoolUnavailable(self.unavailable())
+        if not self._live and not self._starting:
+            raise PoolUnavailable(self.problem() or "no worker process is running")
         future: asyncio.Future[list[Outcome]] = loop.create_future()
         self._queue.append((pickle.dumps(batches, protocol=pickle.HIGHEST_PROTOCOL), future))
         if self._idle:
@@ -346,36 +392,52 @@ class ProcessPool:
 
     def _next(self, worker: _Worker) -> None:
         """Give ``worker`` the oldest job still wanted, or mark it idle."""
+        if worker.doomed:
+            return
         while self._queue:
             payload, future = self._queue.popleft()
             if future.done():  # its request timed out while queued
                 continue
-            worker.job, worker.since = future, time.monotonic()
             try:
                 worker.conn.send_bytes(payload)
             except OSError:
+                # The process is gone: the job goes back for another, this one is replaced.
+                self._queue.appendleft((payload, future))
                 self._died(worker)
+                return
+            worker.job, worker.since = future, time.monotonic()
             return
         self._idle.append(worker)
 
     def _answer(self, worker: _Worker) -> None:
         """On the loop, when a process's pipe is readable: its answer, or its end."""
         try:
-            kind, value = pickle.loads(worker.conn.recv_bytes())
+            message = worker.conn.recv_bytes()
         except (EOFError, OSError):
             self._died(worker)
             return
         job, worker.job, worker.since = worker.job, None, None
+        try:
+            kind, value = pickle.loads(message)
+        except Exception as e:
+            kind, value = "raised", (type(e).__name__, f"the answer could not be read: {e}", "")
         if job is not None and not job.done():
             if kind == "ok":
                 job.set_result(value)
             else:
-                job.set_exception(ModelRaised(*value))
+                error = ModelRaised(value[0], value[1])
+                if value[2]:
+                    error.add_note(f"in worker process {worker.pid}:\n{value[2]}")
+                job.set_exception(error)
         self._next(worker)
 
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in self._live]
+
+    def live_pids(self) -> list[int]:
+        """The running processes' pids (from any thread: a copy of the list is read)."""
+        return [w.pid for w in list(self._live)]
 
     @property
     def backlog(self) -> int:

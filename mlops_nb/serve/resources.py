@@ -3,7 +3,7 @@
 ``/metrics`` carries them under the Prometheus process collector's names
 (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ...) plus
 ``mlops_open_connections``; worker processes (``pool="processes"``) are counted apart, as
-``mlops_worker_processes_cpu_seconds_total`` and
+``mlops_worker_processes_cpu_seconds`` (a gauge: it drops when a process is replaced) and
 ``mlops_worker_processes_resident_memory_bytes``. ``/v2/health/stats`` carries the
 server's and its worker processes' figures together, as JSON.
 
@@ -15,6 +15,7 @@ server's and its worker processes' figures together, as JSON.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -24,6 +25,8 @@ from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 class Usage:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._process = psutil.Process()
+        # The server's worker processes (pool="processes" sets it): pids, from any thread.
+        self.workers: Callable[[], list[int]] = list
         if registry is not None:
             ProcessCollector(registry=registry)
             Gauge(
@@ -31,7 +34,7 @@ class Usage:
                 registry=registry,
             ).set_function(self.open_connections)  # fmt: skip
             Gauge(
-                "mlops_worker_processes_cpu_seconds_total",
+                "mlops_worker_processes_cpu_seconds",
                 "CPU seconds of this server's worker processes (pool='processes')",
                 registry=registry,
             ).set_function(lambda: self.children()[0])  # fmt: skip
@@ -44,9 +47,10 @@ class Usage:
     def children(self) -> tuple[float, int]:
         """CPU seconds and resident bytes of the live worker processes (0 with threads)."""
         cpu, rss = 0.0, 0
-        with contextlib.suppress(psutil.Error):
-            for child in self._process.children(recursive=True):
-                with contextlib.suppress(psutil.Error), child.oneshot():
+        for pid in self.workers():
+            with contextlib.suppress(psutil.Error):
+                child = psutil.Process(pid)
+                with child.oneshot():
                     times = child.cpu_times()
                     cpu += times.user + times.system
                     rss += child.memory_info().rss
