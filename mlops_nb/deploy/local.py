@@ -29,6 +29,7 @@ import psutil
 
 from .. import detached, loopback
 from ..errors import DeploymentError, InvalidArgument
+from ..serve.resources import cpu_and_rss
 from ..serve.spec import ServeSpec
 from .options import REPLACE_UNREADY_AFTER, spec_options
 from .router import free_port
@@ -321,16 +322,12 @@ class LocalBackend(Backend):
 def _replica(data: dict[str, Any]) -> ReplicaStatus:
     """A replica with its CPU seconds and resident memory (psutil), worker processes
     (``pool="processes"``) included."""
-    cpu = rss = None
+    cpu: float | None = None
+    rss: int | None = None
     with contextlib.suppress(psutil.Error):
         proc = psutil.Process(int(data["pid"]))
-        times = proc.cpu_times()
-        cpu, rss = times.user + times.system, proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            with contextlib.suppress(psutil.Error), child.oneshot():
-                times = child.cpu_times()
-                cpu += times.user + times.system
-                rss += child.memory_info().rss
+        proc.cpu_times()  # gone: no figures rather than zeros
+        cpu, rss = cpu_and_rss([proc, *proc.children(recursive=True)])
     return ReplicaStatus(id=str(data["port"]), ready=bool(data["ready"]), alive=bool(data["alive"]),
                          cpu_seconds=cpu, rss_bytes=rss,
                          detail={"pid": data["pid"], "port": data["port"],

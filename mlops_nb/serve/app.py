@@ -127,7 +127,8 @@ class ModelServer:
             self.predictor.load()
             if isinstance(self.pool, ProcessPool):
                 self.pool.start(self.loop)
-                self.metrics.usage.workers = self.pool.live_pids
+                pool = self.pool
+                self.metrics.usage.workers = lambda: pool.pids
             self.metrics.bind_payload(self.payload_log)
             self.ready = True
             log.info("model %s v%s ready", spec.model, spec.version)

@@ -320,9 +320,11 @@ class ProcessPool:
         """Why the pool cannot take a job now (no process is running), or None."""
         if self._live:
             return None
+        if self.failure:  # a replacement failed (and is retried while _starting)
+            return f"no worker process is running: {self.failure}"
         if self._starting:
             return "no worker process is running: replacements are loading"
-        return self.failure or "no worker process is running"
+        return "no worker process is running"
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop every process: end of input lets an idle one exit; a busy one gets until
@@ -433,9 +435,6 @@ class ProcessPool:
 
     @property
     def pids(self) -> list[int]:
-        return [w.pid for w in self._live]
-
-    def live_pids(self) -> list[int]:
         """The running processes' pids (from any thread: a copy of the list is read)."""
         return [w.pid for w in list(self._live)]
 

@@ -22,6 +22,17 @@ import psutil
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
 
 
+def cpu_and_rss(procs: list[psutil.Process]) -> tuple[float, int]:
+    """CPU seconds and resident bytes of ``procs`` together (those gone count nothing)."""
+    cpu, rss = 0.0, 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error), proc.oneshot():
+            times = proc.cpu_times()
+            cpu += times.user + times.system
+            rss += proc.memory_info().rss
+    return cpu, rss
+
+
 class Usage:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._process = psutil.Process()
@@ -46,15 +57,11 @@ class Usage:
 
     def children(self) -> tuple[float, int]:
         """CPU seconds and resident bytes of the live worker processes (0 with threads)."""
-        cpu, rss = 0.0, 0
+        procs = []
         for pid in self.workers():
             with contextlib.suppress(psutil.Error):
-                child = psutil.Process(pid)
-                with child.oneshot():
-                    times = child.cpu_times()
-                    cpu += times.user + times.system
-                    rss += child.memory_info().rss
-        return cpu, rss
+                procs.append(psutil.Process(pid))
+        return cpu_and_rss(procs)
 
     def open_connections(self) -> int:
         """Established TCP connections to this process's listening ports (clients in)."""

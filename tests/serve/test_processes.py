@@ -75,6 +75,23 @@ class ServerOnly:
         return np.zeros(len(X))
 
 
+class BlockedWhile:
+    """Refuses to load in a worker process while the file ``marker`` exists."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None and os.path.exists(state["marker"]):
+            raise RuntimeError("blocked by the marker file")
+        self.__dict__.update(state)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray[Any, Any]:
+        return np.full(len(X), float(os.getpid()))
+
+
 def register(ws: mnb.Workspace, name: str, model: Any) -> mnb.ModelVersion:
     # Pickled by value, as a class defined in a notebook is: the server cannot import tests.
     module = sys.modules[__name__]
@@ -319,3 +336,26 @@ def test_an_idle_worker_process_that_dies_is_replaced(ws: mnb.Workspace, start: 
     for _ in range(4):
         r = infer_x(server, 1.0, "mortal")
         assert r.status_code == 200 and int(r.json()["outputs"][0]["data"][0]) in pids
+
+
+def test_a_replacement_that_cannot_load_is_retried(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "blocked"
+    v = register(ws, "blocked", BlockedWhile(str(marker)))
+    server = start(ServeSpec.of(v, pool="processes", workers=1, batching=False))
+    (first,) = stats(server)["worker_pids"]
+    marker.touch()
+    os.kill(first, signal.SIGKILL)
+    # Each attempt fails while the marker is there: not ready, the reason named.
+    wait_for(lambda: stats(server)["worker_failure"] is not None, timeout=DEADLINE)
+    assert "blocked by the marker file" in stats(server)["worker_failure"]
+    assert "retrying" in stats(server)["worker_failure"]
+    ready = server.client.get("/v2/health/ready")
+    assert ready.status_code == 503 and "could not be replaced" in ready.json()["error"]
+    marker.unlink()
+    # A later attempt (the backoff is seconds) loads; the replica serves again.
+    wait_for(lambda: stats(server)["worker_restarts"] == 1, timeout=DEADLINE)
+    assert stats(server)["worker_failure"] is None
+    r = infer_x(server, 1.0, "blocked")
+    assert r.status_code == 200 and int(r.json()["outputs"][0]["data"][0]) != first
