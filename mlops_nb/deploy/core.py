@@ -30,6 +30,7 @@ import pandas as pd
 
 from .. import progress, query, validation
 from ..errors import DeploymentConflict, DeploymentError, InvalidArgument
+from ..serve.records import log_features
 from ..serve.redact import REDACT_PARAM, merge_rules
 from . import controller, rollout
 from . import state as st
@@ -565,7 +566,9 @@ def deploy(
 def _check_version_rules(v: ModelVersion, given: dict[str, Any] | None) -> None:
     """A version's redaction rules, with the deployment's (``given``) over them, are
     checked before anything starts (not when a replica loads)."""
-    merge_rules((v.info().get("params") or {}).get(REDACT_PARAM), given, f"{v.model} v{v.number}")
+    row = v.info()
+    own = (row.get("params") or {}).get(REDACT_PARAM)
+    merge_rules(own, given, f"{v.model} v{v.number}", log_features(row.get("signature")))
 
 
 def _same_target(name: str, wanted: Target, rec: st.Record) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..deploy.options import spec_options
+from ..deploy.options import REPLACE_UNREADY_AFTER, spec_options
 from ..deploy.target import DesiredState, RevisionSpec
 from ..serve.spec import ServeSpec
 from . import manifests as m
@@ -33,7 +33,12 @@ def workload(
     target: Kubernetes, ws: Workspace, desired: DesiredState, rev: RevisionSpec
 ) -> m.Workload:
     v = ws.model(desired.model).version(rev.version)
-    spec = ServeSpec.of(v, spool=target.spool, **spec_options(desired.server))
+    options = spec_options(desired.server)
+    # A pod stuck on a prediction is restarted by its liveness probe, when the local
+    # target would replace the replica: unready (stuck) for replace_unready_after_s.
+    stuck = float(options.get("stuck_after_s", ServeSpec.stuck_after_s))
+    replace = float(desired.server.get("replace_unready_after_s", REPLACE_UNREADY_AFTER))
+    spec = ServeSpec.of(v, spool=target.spool, live_stuck_after_s=stuck + replace, **options)
     data = json.loads(spec.to_json())
     data["artifact_uri"] = target.artifacts or rev.artifact_uri
     return m.Workload(name=n.k8s_name(desired.name), namespace=target.namespace, model=desired.model,

@@ -1,6 +1,7 @@
 """The model server: Open Inference Protocol (V2) endpoints over one model version.
 
-    GET  /v2/health/live                       200 while the process runs (never waits on a model)
+    GET  /v2/health/live                       200 while the process runs (never waits on a model);
+                                               503 once a predict outruns live_stuck_after_s
     GET  /v2/health/ready                      200 once loaded; 503 while loading, failed,
                                                stuck (a predict older than stuck_after_s)
                                                or, with log_required, while the spool fails
@@ -72,6 +73,10 @@ class Overloaded(Exception):
     """The queue of requests waiting for a worker is full (HTTP 503, Retry-After)."""
 
 
+# In place of an error message that may quote redacted values.
+WITHHELD = "message withheld: the payload log redacts features"
+
+
 class ModelServer:
     """Holds the model, the workers, the payload log and the metrics of one server."""
 
@@ -109,6 +114,8 @@ class ModelServer:
         self._active = 0  # requests inside infer(), read on the event loop only
         # The server's event loop, set before load(): worker processes are watched on it.
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Features are redacted in the payload log: so is what error texts quote of them.
+        self._redacting = bool(spec.redact)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -201,6 +208,7 @@ class ModelServer:
         self._active += 1
         self.metrics.inflight.inc()
         batch: Batch | None = None
+        admitted = False
         try:
             self._check_name(request)
             if not self.ready:
@@ -215,9 +223,12 @@ class ModelServer:
             batch = decode(body, self.spec.signature, blob)
             names = check_outputs(batch, self.predictor.outputs)
             p = self.payload_log
-            if self.spec.log_required and p is not None and not p.accepting(batch.rows):
-                code = 503
-                return _error(503, "payload log is required and its buffer is full", 5)
+            if self.spec.log_required and p is not None:
+                if not p.accepting(batch.rows):
+                    code = 503
+                    return _error(503, "payload log is required and its buffer is full", 5)
+                # Let in: its rows are kept whatever requests in flight add meanwhile.
+                admitted = True
             try:
                 async with asyncio.timeout(self.spec.timeout_s):
                     outcome = await self._predict(batch)
@@ -230,25 +241,27 @@ class ModelServer:
             except TimeoutError:
                 code = 504
                 message = f"prediction took longer than timeout_s={self.spec.timeout_s:g} s"
-                self._log(batch, None, _ms(start), f"timeout: {message}")
+                self._log(batch, None, _ms(start), f"timeout: {message}", admitted)
                 return _error(504, message)
             except Exception as e:
                 code = 500
                 log.exception("model raised")
-                message = f"model raised {type(e).__name__}: {e}"
-                if isinstance(e, ModelRaised):  # in a worker process
-                    message = f"model raised {e.kind}: {e}"
-                elif isinstance(e, WorkerDied):
-                    message = str(e)
+                kind = e.kind if isinstance(e, ModelRaised) else type(e).__name__
+                message = f"model raised {kind}: {e}"
+                # A model's message may quote the request's values: not into a redacted log.
+                logged = message if not self._redacting else f"model raised {kind} ({WITHHELD})"
+                if isinstance(e, WorkerDied):
+                    message = logged = str(e)
                 # Failed requests are logged too: the monitor's error rate counts them.
-                self._log(batch, None, _ms(start), f"model: {message}")
+                self._log(batch, None, _ms(start), f"model: {logged}", admitted)
                 return _error(500, message)
-            ids = self._log(batch, outcome, _ms(start))
+            ids = self._log(batch, outcome, _ms(start), admitted=admitted)
             return self._answer(batch, outcome, names, ids)
         except BadRequest as e:
             code = e.status
             if batch is not None or request.path_params["name"] == self.spec.model:
-                self._log(batch, None, _ms(start), f"request: {e}")
+                logged = e.withheld if self._redacting else str(e)
+                self._log(batch, None, _ms(start), f"request: {logged}")
             return _error(code, str(e))
         except Exception as e:
             # A bug of ours, not the model's: still a V2 body, and counted as a 500.
@@ -296,7 +309,7 @@ class ModelServer:
 
     def _log(
         self, batch: Batch | None, outcome: Outcome | None, latency_ms: float,
-        error: str | None = None,
+        error: str | None = None, admitted: bool = False,
     ) -> list[str]:  # fmt: skip
         # Prediction ids are always generated, so they stay unique even when clients reuse
         # request ids; the response echoes the request id separately.
@@ -307,10 +320,15 @@ class ModelServer:
             return ids
         chunk = chunk_of(ids, batch.columns if batch is not None else {}, outcome, latency_ms,
                          error)  # fmt: skip
-        self.payload_log.add(chunk, rows)
+        self.payload_log.add(chunk, rows, admitted)
         return ids
 
     async def live(self, request: Request) -> Response:
+        limit = self.spec.live_stuck_after_s
+        if limit is not None and self.pool.stuck(limit):
+            error = (f"a prediction has been running for {self.pool.longest():.0f} s, over "
+                     f"live_stuck_after_s={limit:g}: restart the replica")  # fmt: skip
+            return JSONResponse({"live": False, "error": error}, status_code=503)
         return JSONResponse({"live": True})
 
     async def ready_endpoint(self, request: Request) -> Response:

@@ -85,10 +85,12 @@ class PayloadLog:
     def accepting(self, rows: int) -> bool:
         return self.pending + rows <= self.max_rows
 
-    def add(self, chunk: dict[str, Any], rows: int) -> bool:
-        """Queue one response's rows; never raises, never blocks on I/O."""
+    def add(self, chunk: dict[str, Any], rows: int, admitted: bool = False) -> bool:
+        """Queue one response's rows; never raises, never blocks on I/O. ``admitted`` rows
+        were let in by :meth:`accepting` before their prediction (``log_required``): they
+        are kept even past ``max_rows``, by at most what was in flight, never dropped."""
         with self._lock:
-            if self._rows + self._retry_rows + rows > self.max_rows:
+            if not admitted and self._rows + self._retry_rows + rows > self.max_rows:
                 self.dropped["spool_failing" if self.failing else "buffer_full"] += rows
                 return False
             self._chunks.append(chunk)

@@ -95,6 +95,18 @@ def log_types(signature: dict[str, Any] | None) -> dict[str, pa.DataType]:
     return types
 
 
+def log_features(signature: dict[str, Any] | None) -> list[str] | None:
+    """The feature names a signature's payload log has (None when it does not say).
+
+    >>> log_features({"inputs": [{"name": "x", "shape": [-1, 2], "datatype": "FP64"}]})
+    ['x0', 'x1']
+    """
+    if not (signature or {}).get("inputs"):
+        return None
+    names = [c[len("feature.") :] for c in log_types(signature) if c.startswith("feature.")]
+    return names or None
+
+
 def _type_of(values: list[Any]) -> pa.DataType:
     """The type a column takes from the first value that came: what came before rules."""
     for v in values:

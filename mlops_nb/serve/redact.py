@@ -80,13 +80,33 @@ def check_rules(config: object) -> dict[str, Any]:
 REDACT_PARAM = "mlops.redact"
 
 
-def merge_rules(own: object, given: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
+def merge_rules(
+    own: object, given: dict[str, Any] | None, version: str, features: list[str] | None = None
+) -> dict[str, Any] | None:
     """A version's rules (its ``params["mlops.redact"]``) with the deployment's over them,
-    feature by feature; checked, naming the fix. None when neither sets any.
+    feature by feature; checked, naming the fix. None when neither sets any. With the
+    version's ``features`` known (its signature), a rule for any other name is refused: a
+    misspelled rule would leave the feature it meant unredacted.
 
     >>> merge_rules({"age": "drop", "zip": "drop"}, {"age": {"coarse": 10}}, "churn v1")
     {'age': {'coarse': 10}, 'zip': 'drop'}
+    >>> merge_rules(None, {"emial": "drop"}, "churn v1", ["age", "email"])
+    Traceback (most recent call last):
+    ...
+    mlops_nb.errors.InvalidArgument: redaction rule for 'emial', which churn v1 has no feature of: its features are ['age', 'email']; name one of them (a misspelled rule redacts nothing)
     """
+    merged = _merged(own, given, version)
+    unknown = sorted(set(merged or {}) - set(features)) if features is not None else []
+    if unknown:
+        raise InvalidArgument(
+            f"redaction rule for {', '.join(map(repr, unknown))}, which {version} has no "
+            f"feature of: its features are {features}; name one of them (a misspelled rule "
+            "redacts nothing)"
+        )
+    return merged
+
+
+def _merged(own: object, given: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
     if own is None:
         return None if given is None else check_rules(given)
     if given and not isinstance(own, dict):

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .records import log_features
 from .redact import REDACT_PARAM, merge_rules
 
 POOLS = ("threads", "processes")  # where predictions run: ServeSpec.pool
@@ -47,6 +48,11 @@ class ServeSpec:
     max_queue: int = 256
     timeout_s: float | None = 60.0
     stuck_after_s: float = 30.0
+    # /v2/health/live answers 503 once a predict has run longer than this, so a kubelet's
+    # liveness probe restarts the container (a hung thread cannot be taken back). None:
+    # live while the process runs. Kubernetes deployments set it to stuck_after_s plus
+    # replace_unready_after_s, as the local target replaces a replica unready that long.
+    live_stuck_after_s: float | None = None
     # Not ready (and 503 instead of an unlogged answer) while the spool cannot be written.
     log_required: bool = False
     spool_retry_max_s: float = 30.0  # backoff between failed spool writes grows to this
@@ -64,8 +70,9 @@ class ServeSpec:
             # The deployment's rules win, feature by feature, over the version's; checked
             # here, so no server is started with rules it cannot apply.
             options["redact"] = merge_rules(
-                own, options.get("redact"), f"{v.model} v{row['version']}"
-            )
+                own, options.get("redact"), f"{v.model} v{row['version']}",
+                log_features(row["signature"]),
+            )  # fmt: skip
         return cls(
             model=v.model,
             version=int(row["version"]),

@@ -12,6 +12,7 @@ mlops_nb.serve.values.BadRequest: input 'x': value -1 is out of range for UINT8 
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -32,9 +33,20 @@ _FITS = {"b": "boolean", "i": "integer", "u": "integer", "f": "numeric", "O": "s
 
 
 class BadRequest(InvalidArgument):
-    """The request does not fit the protocol or the model's signature (HTTP 400)."""
+    """The request does not fit the protocol or the model's signature (HTTP 400).
+
+    ``withheld`` is the message without the request's own values, for where they must not
+    go (a payload log that redacts features); the client is told the whole ``message``.
+
+    >>> BadRequest("value 31 is too big", withheld="a value is too big").withheld
+    'a value is too big'
+    """
 
     status = 400
+
+    def __init__(self, message: str, *, withheld: str | None = None) -> None:
+        super().__init__(message)
+        self.withheld = message if withheld is None else withheld
 
 
 class TooLarge(BadRequest):
@@ -47,7 +59,10 @@ def _loose(name: str, data: Any) -> np.ndarray[Any, Any]:
     try:
         return np.asarray(data)
     except (TypeError, ValueError, RecursionError) as e:
-        raise BadRequest(f"input {name!r}: data must be a flat or evenly nested list: {e}") from e
+        raise BadRequest(
+            f"input {name!r}: data must be a flat or evenly nested list: {e}",
+            withheld=f"input {name!r}: data must be a flat or evenly nested list",
+        ) from e
 
 
 def from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray[Any, Any]:
@@ -60,9 +75,15 @@ def from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarr
         )
     dtype = np.dtype(NUMPY_OF[datatype])
     if loose.size and not _fits(loose, dtype.kind):
-        raise BadRequest(
+        rule = (
             f"input {name!r}: data does not match datatype {datatype}: expected "
-            f"{_FITS[dtype.kind]} values, got {loose.ravel()[:3].tolist()!r}"
+            f"{_FITS[dtype.kind]} values"
+        )
+        raise BadRequest(f"{rule}, got {loose.ravel()[:3].tolist()!r}", withheld=rule)
+    if loose.dtype.kind in "iuf" and bool in _kinds(data):
+        raise BadRequest(
+            f"input {name!r}: data mixes booleans (true/false) with numbers; datatype "
+            f"{datatype} takes numbers only"
         )
     if dtype.kind in "iuf" and loose.size and loose.dtype.kind in "iuf":
         _in_range(name, loose, dtype, datatype)
@@ -70,7 +91,10 @@ def from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarr
         with np.errstate(over="raise", invalid="raise"):
             return np.asarray(loose, dtype=dtype)
     except (TypeError, ValueError, OverflowError, FloatingPointError) as e:
-        raise BadRequest(f"input {name!r}: data does not match datatype {datatype}: {e}") from e
+        raise BadRequest(
+            f"input {name!r}: data does not match datatype {datatype}: {e}",
+            withheld=f"input {name!r}: data does not match datatype {datatype}",
+        ) from e
 
 
 def _in_range(name: str, arr: np.ndarray[Any, Any], dtype: np.dtype[Any], datatype: str) -> None:
@@ -81,18 +105,32 @@ def _in_range(name: str, arr: np.ndarray[Any, Any], dtype: np.dtype[Any], dataty
         for v in (low, high):
             if v < info.min or v > info.max:
                 shown = v.item() if hasattr(v, "item") else v
+                rule = f"out of range for {datatype} ({info.min} to {info.max})"
                 raise BadRequest(
-                    f"input {name!r}: value {shown} is out of range for {datatype} "
-                    f"({info.min} to {info.max})"
+                    f"input {name!r}: value {shown} is {rule}",
+                    withheld=f"input {name!r}: a value is {rule}",
                 )
     elif dtype.kind == "f" and arr.dtype.kind == "f":
         limit = float(np.finfo(dtype).max)
         finite = arr[np.isfinite(arr)]
         if finite.size and float(np.abs(finite).max()) > limit:
+            rule = f"out of range for {datatype} (largest {limit:g})"
             raise BadRequest(
-                f"input {name!r}: value {float(np.abs(finite).max())!r} is out of range for "
-                f"{datatype} (largest {limit:g})"
+                f"input {name!r}: value {float(np.abs(finite).max())!r} is {rule}",
+                withheld=f"input {name!r}: a value is {rule}",
             )
+
+
+def _kinds(data: Any) -> set[type]:
+    """The Python types of the values in evenly nested lists (numpy reads true as 1 and
+    false as 0 among numbers, silently). One C-level pass per level of nesting."""
+    level = data
+    while isinstance(level, list):
+        kinds = set(map(type, level))
+        if kinds != {list}:
+            return kinds
+        level = list(itertools.chain.from_iterable(level))
+    return {type(level)}
 
 
 def _fits(loose: np.ndarray[Any, Any], kind: str) -> bool:
@@ -243,11 +281,23 @@ def records(
         return columns
     if all(isinstance(r, list) for r in body):
         try:
-            arr = np.asarray(body, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError, RecursionError) as e:
-            raise BadRequest(f"rows must be lists of numbers of equal length: {e}") from e
+            arr = np.asarray(body)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise BadRequest(
+                f"rows must be lists of numbers of equal length: {e}",
+                withheld="rows must be lists of numbers of equal length",
+            ) from e
         if arr.ndim != 2:
             raise BadRequest("rows must be lists of numbers of equal length")
+        if arr.dtype.kind not in "iuf" or bool in _kinds(body):
+            got = sorted(k.__name__ for k in _kinds(body) - {int, float})
+            raise BadRequest(
+                f"rows must hold numbers only (got {', '.join(got)} values); send other "
+                "types as records (objects) or as V2 tensors",
+                withheld="rows must hold numbers only; send other types as records or tensors",
+            )
+        if not expected:
+            arr = arr.astype(np.float64)
         inputs = list(expected.values())
         # A DataFrame signature (one [-1] tensor per column) takes one value per column.
         if len(inputs) > 1 or (len(inputs) == 1 and len(inputs[0]["shape"]) == 1):

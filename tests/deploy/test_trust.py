@@ -29,6 +29,7 @@ import mlops_nb as mnb
 from mlops_nb.deploy import state as st
 from mlops_nb.deploy.core import Status
 from mlops_nb.deploy.rollout import spec_of
+from mlops_nb.serve.spec import ServeSpec
 from tests.deploy.conftest import Traffic, leftovers, wait_for
 
 
@@ -460,6 +461,16 @@ def test_redaction_set_on_the_deployment_merges_over_the_versions(dws, versions,
                                      params={"mlops.redact": {"sepal width (cm)": "mask"}})  # fmt: skip
     with pytest.raises(mnb.InvalidArgument, match=r"params\['mlops.redact'\].*server=\{'redact'"):
         odd.deploy()
+    # A rule for a feature the version does not have (misspelled) would redact nothing.
+    misspelled = r"'petal widht \(cm\)', which iris v\d+ has no feature of: its features are"
+    with pytest.raises(mnb.InvalidArgument, match=misspelled):
+        versions["good"].deploy(server={"redact": {"petal widht (cm)": "drop"}})
+    typo = dws.model("iris").register(versions["good"].load(), input_example=X.head(5),
+                                      params={"mlops.redact": {"petal widht (cm)": "drop"}})  # fmt: skip
+    with pytest.raises(mnb.InvalidArgument, match=misspelled):
+        typo.deploy()
+    with pytest.raises(mnb.InvalidArgument, match=misspelled):
+        ServeSpec.of(typo)
     assert dws.deployments().empty  # nothing was started or recorded
     # The deployment's rule for that feature replaces the version's unusable one.
     odd.deploy(name="odd", server={"redact": {"sepal width (cm)": "drop"}}).delete()

@@ -96,10 +96,34 @@ def test_service_mode_manifests_validate_and_carry_what_the_pod_needs(
     assert server["command"] == ["python", "-m", "mlops_nb.serve"]
     spec = yaml.safe_load(cm["data"]["spec.json"])
     assert spec["spool"] == "s3://b/spool" and spec["digest"] == v.info()["digest"]
+    # Stuck on a prediction (stuck_after_s, 30 s) and unready for replace_unready_after_s
+    # (30 s): /v2/health/live fails, and the liveness probe restarts the pod.
+    assert spec["live_stuck_after_s"] == 60.0
     assert svc["spec"]["selector"] == {
         "app.kubernetes.io/instance": "iris",
         "mlops-nb/revision": "1",
     }
+
+
+def test_a_pod_stuck_as_long_as_the_deployment_allows_fails_its_liveness_probe(
+    local_ws: mnb.Workspace,
+) -> None:
+    import dataclasses
+
+    from mlops_nb.kube.render import render
+
+    desired = dataclasses.replace(
+        _canary_state(local_ws), server={"stuck_after_s": 5.0, "replace_unready_after_s": 10.0}
+    )
+    objs = render(Kubernetes(namespace="ml"), local_ws, desired, primary=1)
+    specs = [yaml.safe_load(o["data"]["spec.json"]) for o in objs if o["kind"] == "ConfigMap"]
+    assert len(specs) == 2  # one per revision
+    for spec in specs:
+        assert (spec["stuck_after_s"], spec["live_stuck_after_s"]) == (5.0, 15.0)
+        assert "replace_unready_after_s" not in spec  # the target's option, not the server's
+    for dep in (o for o in objs if o["kind"] == "Deployment"):
+        (server,) = dep["spec"]["template"]["spec"]["containers"]
+        assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
 
 
 def test_autoscale_adds_an_hpa_and_the_deployment_leaves_replicas_to_it(

@@ -86,6 +86,13 @@ class Sleepy:
         return x * 2.0
 
 
+class Quoting:
+    """Raises with the first email in its message, as models that validate often do."""
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray[Any, Any]:
+        raise ValueError(f"no account for {X['email'].iloc[0]}")
+
+
 class Lenient:
     """Accepts anything (strings too) and answers the row count: a model without a signature."""
 

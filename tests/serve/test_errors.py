@@ -148,6 +148,14 @@ BAD_TENSORS = {
         {"score": {"shape": [2], "datatype": "FP64", "data": nested(70)}},
         ("'score'", "flat or evenly nested"),
     ),
+    "booleans among floats": (
+        {"score": {"shape": [2], "datatype": "FP64", "data": [0.5, True]}},
+        ("'score'", "mixes booleans", "FP64"),
+    ),
+    "booleans among integers, nested": (
+        {"age": {"shape": [2, 1], "datatype": "INT64", "data": [[31], [False]]}},
+        ("'age'", "mixes booleans", "INT64"),
+    ),
     "missing input": ({"score": None}, ("missing input", "'score'")),
     "unknown input": (
         {"zip": {"shape": [2], "datatype": "INT64", "data": [1, 2]}},
@@ -212,6 +220,8 @@ BAD_BODIES: dict[str, tuple[Any, tuple[str, ...]]] = {
     ),
     "rows of strings": ([["a", "b", "c"]], ("rows",)),
     "rows of the wrong width": ([[1.0, 2.0]], ("2 values", "expects 3")),
+    "rows with a number as text": ([[31, "1.5", 0.5]], ("rows must hold numbers only", "str")),
+    "rows with a boolean": ([[31, True, 0.5]], ("rows must hold numbers only", "bool")),
     "rows with a number too large": ([[10**400, "pro", 0.5]], ("rows",)),
     "output parameters not an object": (
         {**churn_body(), "outputs": [{"name": "predict", "parameters": "binary"}]},

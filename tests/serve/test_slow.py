@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.parquet as pq
+import pytest
 
 import mlops_nb as mnb
 from mlops_nb.serve.spec import ServeSpec
@@ -41,11 +44,19 @@ def stats(server: Server) -> dict[str, Any]:
     return dict(server.client.get("/v2/health/stats").json())
 
 
+def live_within_a_second(server: Server) -> httpx.Response:
+    # httpx's timeout bounds each phase; the whole round trip is checked too.
+    live = server.client.get("/v2/health/live", timeout=1.0)
+    assert live.elapsed.total_seconds() < 1.0, live.elapsed
+    return live
+
+
+@pytest.mark.parametrize("batching", [False, True], ids=["batching off", "batching on"])
 def test_a_hung_prediction_leaves_health_and_other_requests_alone(
-    ws: mnb.Workspace, start: Any
+    ws: mnb.Workspace, start: Any, batching: bool
 ) -> None:
     server = start(
-        ServeSpec.of(sleepy(ws), workers=2, timeout_s=3.0, stuck_after_s=1.0, batching=False)
+        ServeSpec.of(sleepy(ws), workers=2, timeout_s=3.0, stuck_after_s=1.0, batching=batching)
     )
     slow: list[httpx.Response] = []
     thread = in_background(server, 8.0, slow)
@@ -53,7 +64,7 @@ def test_a_hung_prediction_leaves_health_and_other_requests_alone(
 
     # The loop is free: live answers well within a second, as do other requests.
     for _ in range(5):
-        live = server.client.get("/v2/health/live", timeout=1.0)
+        live = live_within_a_second(server)
         assert (live.status_code, live.json()) == (200, {"live": True})
     fast = server.infer(body(0.0))
     assert fast.status_code == 200, fast.text
@@ -64,7 +75,7 @@ def test_a_hung_prediction_leaves_health_and_other_requests_alone(
     ready = server.client.get("/v2/health/ready").json()
     assert ready["ready"] is False and "stuck_after_s=1" in ready["error"]
     assert stats(server)["stuck"] is True
-    assert server.client.get("/v2/health/live", timeout=1.0).status_code == 200
+    assert live_within_a_second(server).status_code == 200  # live_stuck_after_s is not set
 
     # The hung request itself gets a V2 error once timeout_s has passed.
     thread.join(timeout=30)
@@ -73,6 +84,47 @@ def test_a_hung_prediction_leaves_health_and_other_requests_alone(
     # When the model finally returns, the worker is free and the replica ready again.
     wait_for(lambda: server.client.get("/v2/health/ready").status_code == 200, timeout=30)
     assert stats(server)["stuck"] is False
+
+
+def test_live_fails_once_a_prediction_outruns_live_stuck_after_s(
+    ws: mnb.Workspace, start: Any
+) -> None:
+    """What a kubelet's liveness probe sees: a pod stuck that long is restarted."""
+    spec = ServeSpec.of(sleepy(ws), workers=2, timeout_s=2.0, stuck_after_s=1.0,
+                        live_stuck_after_s=3.0)  # fmt: skip
+    server = start(spec)
+    assert live_within_a_second(server).status_code == 200
+    slow: list[httpx.Response] = []
+    thread = in_background(server, 9.0, slow)
+    wait_for(lambda: stats(server)["longest_predict_s"] > 0)
+    # Unready first (stuck_after_s), then not live (live_stuck_after_s).
+    wait_for(lambda: server.client.get("/v2/health/ready").status_code == 503)
+    wait_for(lambda: live_within_a_second(server).status_code == 503, timeout=30)
+    live = live_within_a_second(server).json()
+    assert live["live"] is False and "live_stuck_after_s=3" in live["error"]
+    # Other requests are still answered meanwhile (the second worker is free).
+    assert server.infer(body(0.0)).status_code == 200
+    thread.join(timeout=30)
+    assert_error(slow[0], 504, "timeout_s=2")
+    # Once the model returns, the replica is live (and ready) again.
+    wait_for(lambda: live_within_a_second(server).status_code == 200, timeout=30)
+
+
+def test_a_timed_out_request_is_logged_as_a_timeout(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    server = start(ServeSpec.of(sleepy(ws), timeout_s=0.5, spool=str(spool), flush_seconds=600))
+    assert_error(server.infer(body(3.0)), 504, "timeout_s=0.5")
+    assert server.infer(body(0.0)).status_code == 200
+    server.stop()
+    table = pq.read_table(next(spool.rglob("*.parquet")))
+    assert table.column("error").to_pylist() == [
+        "timeout: prediction took longer than timeout_s=0.5 s",
+        None,
+    ]
+    assert table.column("feature.x").to_pylist() == [3.0, 0.0]
+    assert table.column("prediction").to_pylist() == [None, 0.0]
 
 
 def test_a_full_queue_answers_503_with_retry_after(ws: mnb.Workspace, start: Any) -> None:

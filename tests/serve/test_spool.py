@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -22,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 import mlops_nb as mnb
 from mlops_nb.serve.spec import ServeSpec
 
-from .conftest import Lenient, churn_model, register_python
+from .conftest import Lenient, Quoting, churn_model, register_doubler, register_python
 from .test_errors import assert_error
 from .test_payload import one_row, spool_rows, wait_for
 
@@ -81,6 +83,41 @@ def test_log_required_makes_the_replica_not_ready_instead_of_dropping(
     assert server.infer(one_row(X, 3)).status_code == 200
     server.stop()
     assert spool_rows(spool) == 4
+
+
+def test_log_required_keeps_every_row_it_answered_under_a_burst(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    """Requests let in together, while the spool fails, all keep their rows."""
+    spool = tmp_path / "blocked"
+    spool.write_text("a file where the spool folder should be")
+    version = register_doubler(ws, delay=0.3)  # slow enough that admissions overlap
+    server = start(
+        ServeSpec.of(version, spool=str(spool), flush_seconds=0.1, spool_retry_max_s=1.0,
+                     max_buffer_rows=4, log_required=True, workers=2, batching=False)
+    )  # fmt: skip
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            body = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}]}
+            return list(await asyncio.gather(*(
+                client.post("/v2/models/doubler/infer", json=body) for _ in range(12)
+            )))  # fmt: skip
+
+    responses = asyncio.run(burst())
+    answered = [r for r in responses if r.status_code == 200]
+    for r in responses:
+        if r.status_code != 200:
+            assert_error(r, 503, "payload log is required")
+    # More were let in at once than the buffer holds (4): none of them lost its row.
+    assert len(answered) > 4
+    payload = server.client.get("/v2/health/stats").json()["payload"]
+    assert payload["dropped"] == {} and payload["pending"] == len(answered)
+    spool.unlink()
+    wait_for(lambda: server.client.get("/v2/health/stats").json()["payload"]["pending"] == 0,
+             timeout=60)  # fmt: skip
+    server.stop()
+    assert spool_rows(spool) == len(answered)
 
 
 @pytest.fixture
@@ -234,3 +271,63 @@ def test_hashing_without_a_key_is_a_clear_load_error(
     bad = dataclasses.replace(spec, redact={"plan": "blur"})
     error = start(bad, ready=False).wait_load_failed().json()["error"]
     assert "'plan'" in error and "'drop', 'hash'" in error
+
+
+def test_errors_in_a_redacted_log_quote_no_values(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    """The client is told what it sent; the redacted payload log is not."""
+    example = pd.DataFrame({"email": ["a@example.com"], "age": np.array([40], dtype=np.int16)})
+    version = register_python(ws, "quoting", Quoting(), input_example=example)
+    spool = tmp_path / "spool"
+    rules = {"email": "drop", "age": {"coarse": 10}}
+    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=600, redact=rules))
+    # The model's own message quotes the email: 500, the client sees it, the log does not.
+    r = server.infer([{"email": "ann@secret.org", "age": 41}])
+    assert_error(r, 500, "model raised ValueError", "ann@secret.org")
+    # A request error quotes the values it refused (out of range, not a number).
+    r = server.infer(tensor_pair("bob@secret.org", 54321))
+    assert_error(r, 400, "'age'", "value 54321 is out of range")
+    r = server.infer([{"email": "cy@secret.org", "age": "seventy-three"}])
+    assert_error(r, 400, "'age'", "INT16", "seventy-three")
+    server.stop()
+
+    (file,) = spool.rglob("*.parquet")
+    table = pq.read_table(file)
+    errors = table.column("error").to_pylist()
+    assert errors == [
+        "model: model raised ValueError (message withheld: the payload log redacts features)",
+        "request: input 'age': a value is out of range for INT16 (-32768 to 32767)",
+        "request: input 'age': data does not match datatype INT16: expected integer values",
+    ]
+    raw = file.read_bytes()
+    for secret in (b"secret.org", b"seventy-three", b"54321"):
+        assert secret not in raw
+    assert table.column("feature.age").to_pylist() == [40, None, None]
+
+
+def test_errors_in_a_log_without_redaction_keep_the_whole_message(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    example = pd.DataFrame({"email": ["a@example.com"], "age": [40]})
+    version = register_python(ws, "quoting", Quoting(), input_example=example)
+    spool = tmp_path / "spool"
+    server = start(ServeSpec.of(version, spool=str(spool), flush_seconds=600))
+    assert server.infer([{"email": "ann@secret.org", "age": 41}]).status_code == 500
+    assert server.infer([{"email": "cy@secret.org", "age": "x"}]).status_code == 400
+    server.stop()
+    (file,) = spool.rglob("*.parquet")
+    assert pq.read_table(file).column("error").to_pylist() == [
+        "model: model raised ValueError: no account for ann@secret.org",
+        "request: input 'age': data does not match datatype INT64: expected integer values, "
+        "got ['x']",
+    ]
+
+
+def tensor_pair(email: str, age: int) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "email", "shape": [1], "datatype": "BYTES", "data": [email]},
+            {"name": "age", "shape": [1], "datatype": "INT32", "data": [age]},
+        ]
+    }
