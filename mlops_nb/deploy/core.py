@@ -432,10 +432,14 @@ def _resources(backend: Backend, observed: Any) -> list[dict[str, Any]]:
             report = backend.replica_report(rep) or {}
             payload = report.get("payload") or {}
             process = report.get("process") or {}
+            # The target's own figures (the local one reads the process tree), else the
+            # replica's (a pod: its server and worker processes, from inside the pod).
+            cpu = process.get("cpu_seconds") if rep.cpu_seconds is None else rep.cpu_seconds
+            rss = process.get("rss_bytes") if rep.rss_bytes is None else rep.rss_bytes
             out.append({
                 "revision": rev.revision, "replica": rep.id, "ready": rep.ready,
-                "cpu_seconds": None if rep.cpu_seconds is None else round(rep.cpu_seconds, 2),
-                "rss_mb": None if rep.rss_bytes is None else round(rep.rss_bytes / 2**20, 1),
+                "cpu_seconds": None if cpu is None else round(cpu, 2),
+                "rss_mb": None if rss is None else round(rss / 2**20, 1),
                 "open_connections": process.get("open_connections"),
                 "inflight": report.get("inflight"), "queue": report.get("queue"),
                 "stuck": report.get("stuck"), "logged": payload.get("written"),

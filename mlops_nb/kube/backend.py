@@ -15,6 +15,7 @@ from ..deploy.target import (
     Backend,
     DesiredState,
     Observed,
+    ReplicaStatus,
     RevisionStatus,
     Traffic,
 )
@@ -208,6 +209,24 @@ class KubernetesBackend(Backend):
             ))  # fmt: skip
         self._collect(self.desired())
         return Observed(alive=True, revisions=tuple(revisions), message="; ".join(messages) or None)
+
+    def replica_report(self, replica: ReplicaStatus) -> dict[str, Any] | None:
+        """The pod's ``/v2/health/stats`` through the API server's pod proxy: its payload
+        log, queue and process figures (None from a pod that does not answer)."""
+        from kubernetes.client import CoreV1Api
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        if not replica.alive:
+            return None
+        try:
+            resp = CoreV1Api(self.cluster.api).connect_get_namespaced_pod_proxy_with_path(
+                f"{replica.id}:{n.PORT}", self.ns, "v2/health/stats",
+                _preload_content=False, _request_timeout=2.0,
+            )  # fmt: skip
+            return dict(json.loads(resp.data))
+        except (ApiException, HTTPError, ValueError, TypeError):
+            return None
 
     def rollout_status(self) -> str:
         """``kubectl rollout status`` of the primary Deployment, as one line."""

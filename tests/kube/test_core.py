@@ -26,6 +26,12 @@ def test_deploy_then_a_broken_canary_is_rolled_back_by_the_guard(
     assert dep.status()["traffic"] == {1: 100.0}
     url = dep.endpoint + "/v2/models/iris/infer"
     assert httpx.post(url, json=body(X), timeout=30).status_code == 200
+    # Each pod's own figures, read through the API server's pod proxy.
+    (pod,) = dep.status()["resources"]
+    assert pod["revision"] == 1 and pod["replica"].startswith("iris-") and pod["ready"]
+    assert pod["cpu_seconds"] > 0 and pod["rss_mb"] > 10
+    assert pod["stuck"] is False and pod["queue"] == 0 and pod["dropped"] == {}
+    assert isinstance(pod["open_connections"], int)
     guard = mnb.Guard(
         max_error_rate=0.05, interval="1s", window="20s", failure_limit=2, min_samples=5
     )
