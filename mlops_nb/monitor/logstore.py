@@ -63,23 +63,27 @@ def partition(root: Path, model: str, version: int, day: str) -> Path:
     return root / f"model={model}" / f"version={version}" / f"date={day}"
 
 
-def plan(root: Path, model: str, version: int, table: pa.Table, prefix: str = "log") -> Segment:
+def plan(
+    root: Path, model: str, version: int, table: pa.Table, prefix: str = "log",
+    token: str | None = None,
+) -> Segment:  # fmt: skip
     """Where ``table`` goes (under the day of its first row) and what the catalog records."""
     low, high = pc.min_max(table.column("timestamp")).values() if table.num_rows else (None, None)
     return segment(
         root, model, version, table.num_rows,
         low.as_py() if low is not None else None, high.as_py() if high is not None else None,
-        prefix,
+        prefix, token,
     )  # fmt: skip
 
 
 def segment(
     root: Path, model: str, version: int, rows: int, first: datetime | None,
-    last: datetime | None, prefix: str = "log",
+    last: datetime | None, prefix: str = "log", token: str | None = None,
 ) -> Segment:  # fmt: skip
-    """A new file's place (under the day of ``first``) and catalog row."""
+    """A new file's place (under the day of ``first``) and catalog row. The same
+    ``token`` (and day) names the same file: a retried write replaces, never duplicates."""
     day = first.strftime("%Y-%m-%d") if first is not None else "unknown"
-    name = f"{prefix}-{uuid.uuid4().hex}.parquet"
+    name = f"{prefix}-{uuid.uuid4().hex if token is None else f'{token}-{day}'}.parquet"
     path = partition(root, model, version, day) / name
     return Segment(model, version, str(path), f"{prefix}:{name}", rows, first, last)
 
@@ -99,26 +103,30 @@ def put(segment: Segment, table: pa.Table) -> Segment:
 
 
 def write_file(
-    root: Path, model: str, version: int, table: pa.Table, prefix: str = "log"
-) -> Segment:
+    root: Path, model: str, version: int, table: pa.Table, prefix: str = "log",
+    token: str | None = None,
+) -> Segment:  # fmt: skip
     """Write ``table`` as one file under the day of its first row; not yet catalogued."""
-    return put(plan(root, model, version, table, prefix), table)
+    return put(plan(root, model, version, table, prefix, token), table)
 
 
-def write(root: Path, model: str, version: int, table: pa.Table) -> list[Segment]:
-    """Spool ``table`` as one file per UTC day (model servers); returns the segments."""
+def write(
+    root: Path, model: str, version: int, table: pa.Table, token: str | None = None
+) -> list[Segment]:
+    """Spool ``table`` as one file per UTC day (model servers); returns the segments.
+    Given a ``token``, a second write of the same table (a retry after a failure part
+    way) replaces the files of the first instead of adding copies of its rows."""
     micros = table.column("timestamp").cast(pa.int64()).to_numpy()
     days = micros // 86_400_000_000
     unique_days = np.unique(days)
     return [
         write_file(
-            root,
-            model,
-            version,
+            root, model, version,
             table if len(unique_days) == 1 else table.filter(pa.array(days == day)),
+            token=token,
         )
         for day in unique_days
-    ]
+    ]  # fmt: skip
 
 
 def check_schema(schema: pa.Schema, where: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -69,7 +70,8 @@ class PayloadLog:
         self.last_error: str | None = None
         self._chunks: list[dict[str, Any]] = []
         self._rows = 0
-        self._retry: list[tuple[pa.Table, int]] = []
+        # Tables waiting to be written, with their rows and the token naming their files.
+        self._retry: list[tuple[pa.Table, int, str]] = []
         self._retry_rows = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -131,7 +133,7 @@ class PayloadLog:
                 if f.name not in self.types and not pa.types.is_null(f.type):
                     self.types[f.name] = f.type
         with self._lock:
-            self._retry.extend(tables)
+            self._retry.extend((table, n, uuid.uuid4().hex) for table, n in tables)
             self._retry_rows += sum(n for _, n in tables)
             self._rows -= rows
 
@@ -143,9 +145,9 @@ class PayloadLog:
         if chunks:
             self._build(chunks, rows)
         while self._retry:
-            table, n = self._retry[0]
+            table, n, token = self._retry[0]
             try:
-                files = self.spool.write(self.model, self.version, table)
+                files = self.spool.write(self.model, self.version, table, token)
             except Exception as e:
                 if not self.failing:
                     log.warning("payload spool write failed (%d rows kept, retrying): %s",

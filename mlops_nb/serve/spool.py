@@ -23,8 +23,9 @@ from ..monitor import logstore
 
 
 class Spool(Protocol):
-    def write(self, model: str, version: int, table: pa.Table) -> int:
-        """Write ``table``; returns the number of files written. Raises on failure."""
+    def write(self, model: str, version: int, table: pa.Table, token: str) -> int:
+        """Write ``table``; returns the number of files written. Raises on failure. The
+        same ``token`` names the same files: a retry replaces what a failed write left."""
         ...
 
 
@@ -32,9 +33,9 @@ class LocalSpool:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def write(self, model: str, version: int, table: pa.Table) -> int:
+    def write(self, model: str, version: int, table: pa.Table, token: str) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
-        return len(logstore.write(self.root, model, version, table))
+        return len(logstore.write(self.root, model, version, table, token))
 
     def __repr__(self) -> str:
         return f"<LocalSpool {self.root}>"
@@ -60,10 +61,11 @@ class S3Spool:
         )  # fmt: skip
         self.client = boto3.client("s3", **kwargs)
 
-    def write(self, model: str, version: int, table: pa.Table) -> int:
+    def write(self, model: str, version: int, table: pa.Table, token: str) -> int:
         with tempfile.TemporaryDirectory(prefix="mlops-nb-spool-") as tmp:
             root = Path(tmp)
-            segments = logstore.write(root, model, version, table)
+            # An upload that landed but whose answer was lost is put again under its key.
+            segments = logstore.write(root, model, version, table, token)
             for seg in segments:
                 relative = Path(seg.path).relative_to(root).as_posix()
                 key = f"{self.prefix}/{relative}" if self.prefix else relative

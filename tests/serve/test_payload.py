@@ -290,3 +290,32 @@ def test_failed_requests_are_logged_for_the_error_rate(
     mon = ws.monitor("doubler")
     mon.ingest(spool)
     assert mon.metrics("1d")["error_rate"].tolist() == [pytest.approx(0.4)]
+
+
+def test_a_write_that_failed_part_way_is_retried_without_copies(tmp_path: Path) -> None:
+    """Rows spanning two UTC days make two files; the second day's folder cannot be made
+    at first. The retry writes both again under the same names: each row once."""
+    from mlops_nb.monitor import logstore
+    from mlops_nb.serve.payload import PayloadLog
+    from mlops_nb.serve.spool import LocalSpool
+
+    root = tmp_path / "spool"
+    day = 86_400_000_000  # microseconds
+    before, after = 20_000 * day + day - 1_000_000, 20_001 * day + 1_000_000
+    blocker = logstore.partition(root, "m", 1, "2024-10-05")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the second day's folder should be")
+    log = PayloadLog(LocalSpool(root), "m", 1, flush_seconds=600, retry_max=0.5)
+    try:
+        for i, ts in enumerate((before, before, after)):
+            assert log.add({"id": [f"r{i}"], "timestamp": ts, "feature.x": [float(i)]}, 1)
+        assert log.flush() is False  # the first day's file is written, the second is not
+        assert len(list(root.rglob("*.parquet"))) == 1 and log.pending == 3
+        blocker.unlink()
+        assert log.flush() is True
+    finally:
+        log.close()
+    files = sorted(root.rglob("*.parquet"))
+    assert [f.parent.name for f in files] == ["date=2024-10-04", "date=2024-10-05"]
+    ids = sorted(i for f in files for i in pq.read_table(f).column("id").to_pylist())
+    assert ids == ["r0", "r1", "r2"] and log.logged == 3 and dict(log.dropped) == {}
