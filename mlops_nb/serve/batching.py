@@ -71,7 +71,16 @@ class Batcher(Generic[In, Out]):
         future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, future))
         self._start(loop)
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Timed out while queued: out of the queue now, so max_queue counts only the
+            # requests still waiting.
+            for i, (_, queued) in enumerate(self._queue):
+                if queued is future:
+                    del self._queue[i]
+                    break
+            raise
 
     async def solo(self, item: In) -> Out:
         """Run one item now, as a batch of its own: the path of a request that found the
@@ -121,6 +130,27 @@ class Batcher(Generic[In, Out]):
             rows += n
         return taken
 
+    async def _unless_abandoned(
+        self, taken: list[tuple[In, asyncio.Future[Out]]], inputs: list[In]
+    ) -> list[Out] | None:
+        """The batch's outputs; None once every request in it has timed out: the batch is
+        withdrawn (a worker that has not started it skips it)."""
+        job = asyncio.ensure_future(self._execute(self._run, inputs))
+
+        def withdraw(_: object) -> None:
+            if not job.done() and all(f.done() for _, f in taken):
+                job.cancel()
+
+        for _, fut in taken:
+            fut.add_done_callback(withdraw)
+        try:
+            return await job
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if job.cancelled() and task is not None and not task.cancelling():
+                return None
+            raise
+
     async def _drain(self) -> None:
         me = id(asyncio.current_task())
         try:
@@ -133,7 +163,9 @@ class Batcher(Generic[In, Out]):
                     self._on_batch(sum(self._size(i) for i in inputs))
                 self._since[me] = time.monotonic()
                 try:
-                    outputs = await self._execute(self._run, inputs)
+                    outputs = await self._unless_abandoned(taken, inputs)
+                    if outputs is None:
+                        continue
                     for (_, fut), out in zip(taken, outputs, strict=True):
                         if not fut.done():
                             fut.set_result(out)

@@ -122,6 +122,9 @@ class WorkerPool:
             if job is None:
                 return
             fn, arg, future = job
+            if future.cancelled():  # its request timed out while it waited: nobody wants it
+                self._started[index] += 1
+                continue
             self._started[index] += 1
             self._since[index] = time.monotonic()
             result: Any = None
@@ -140,8 +143,11 @@ class WorkerPool:
 
     @property
     def backlog(self) -> int:
-        """Jobs handed over that no thread has started yet."""
-        return max(0, self.submitted - sum(self._started))
+        """Jobs handed over that no thread has started yet and someone still waits for."""
+        if self.submitted == sum(self._started):
+            return 0
+        # A copy (one C call, so no thread's popleft runs inside it) to count from.
+        return sum(job is not None and not job[2].done() for job in list(self._jobs))
 
     @property
     def running(self) -> int:

@@ -110,6 +110,26 @@ def test_live_fails_once_a_prediction_outruns_live_stuck_after_s(
     wait_for(lambda: live_within_a_second(server).status_code == 200, timeout=30)
 
 
+def test_requests_that_timed_out_while_queued_leave_the_queue(
+    ws: mnb.Workspace, start: Any
+) -> None:
+    server = start(ServeSpec.of(sleepy(ws), workers=1, max_queue=2, timeout_s=1.0))
+    slow: list[httpx.Response] = []
+    hold = in_background(server, 6.0, slow)  # the one worker is busy for 6 s
+    wait_for(lambda: stats(server)["longest_predict_s"] > 0)
+    queued: list[httpx.Response] = []
+    waiting = [in_background(server, 0.0, queued) for _ in range(2)]
+    for t in waiting:
+        t.join(timeout=30)
+    assert [r.status_code for r in queued] == [504, 504]
+    # Both gave up while queued: the queue is empty again, though the worker is still busy.
+    assert stats(server)["queue"] == 0 and stats(server)["longest_predict_s"] > 0
+    # So the next request waits its turn (and times out) instead of finding the queue full.
+    assert_error(server.infer(body(0.0)), 504, "timeout_s=1")
+    hold.join(timeout=30)
+    assert_error(slow[0], 504, "timeout_s=1")
+
+
 def test_a_timed_out_request_is_logged_as_a_timeout(
     ws: mnb.Workspace, start: Any, tmp_path: Path
 ) -> None:

@@ -154,3 +154,34 @@ def test_a_pool_answers_a_new_event_loop_after_the_first_one_closed() -> None:
         pool.close()
     with pytest.raises(RuntimeError, match="closed"):
         asyncio.run(pool.run(lambda x: x, 1))
+
+
+def test_requests_that_time_out_while_waiting_are_never_run() -> None:
+    """Through the batcher and alone: a batch whose requests all gave up is withdrawn,
+    and the thread that frees up skips it; the backlog counts only what is still wanted."""
+    pool = WorkerPool(1)
+    batches: list[list[int]] = []
+    release = threading.Event()
+    run = held_at_zero(batches, release)
+    # Two batches may run at once, but there is one thread: the second waits in the pool.
+    batcher = Batcher(run, size=lambda _: 1, execute=pool.run, concurrency=2, spill_after=0.0)
+
+    async def main() -> None:
+        hold = asyncio.create_task(batcher.solo(0))  # the one thread is busy until release
+        await until(lambda: batches == [[0]], "item 0 started")
+        for item in (1, 2):  # handed to the pool by a second drainer, to wait for the thread
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await batcher(item)
+        with pytest.raises(TimeoutError):  # straight to the pool, as a lone request goes
+            async with asyncio.timeout(0.3):
+                await pool.run(run, [3])
+        assert (batcher.queued, pool.backlog) == (0, 0)
+        release.set()
+        assert await hold == 0
+        assert await batcher(4) == 40  # the freed thread skipped both withdrawn jobs
+        assert pool.backlog == 0
+
+    asyncio.run(main())
+    pool.close()
+    assert batches == [[0], [4]]
