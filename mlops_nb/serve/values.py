@@ -289,14 +289,17 @@ def records(
             ) from e
         if arr.ndim != 2:
             raise BadRequest("rows must be lists of numbers of equal length")
-        if arr.dtype.kind not in "iuf" or bool in _kinds(body):
-            got = sorted(k.__name__ for k in _kinds(body) - {int, float})
+        # Numbers, and null for a missing one (NaN), as in a tensor's data.
+        kinds = _kinds(body)
+        if bool in kinds or not _fits(arr, "f"):
+            got = sorted(k.__name__ for k in kinds - {int, float, type(None)})
             raise BadRequest(
-                f"rows must hold numbers only (got {', '.join(got)} values); send other "
-                "types as records (objects) or as V2 tensors",
-                withheld="rows must hold numbers only; send other types as records or tensors",
+                f"rows must hold numbers (or null) only, got {', '.join(got)} values; send "
+                "other types as records (objects) or as V2 tensors",
+                withheld="rows must hold numbers (or null) only; send other types as records "
+                "or tensors",
             )
-        if not expected:
+        if arr.dtype.kind == "O" or not expected:
             arr = arr.astype(np.float64)
         inputs = list(expected.values())
         # A DataFrame signature (one [-1] tensor per column) takes one value per column.

@@ -220,8 +220,11 @@ BAD_BODIES: dict[str, tuple[Any, tuple[str, ...]]] = {
     ),
     "rows of strings": ([["a", "b", "c"]], ("rows",)),
     "rows of the wrong width": ([[1.0, 2.0]], ("2 values", "expects 3")),
-    "rows with a number as text": ([[31, "1.5", 0.5]], ("rows must hold numbers only", "str")),
-    "rows with a boolean": ([[31, True, 0.5]], ("rows must hold numbers only", "bool")),
+    "rows with a number as text": (
+        [[31, "1.5", 0.5]],
+        ("rows must hold numbers", "got str values"),
+    ),
+    "rows with a boolean": ([[31, True, 0.5]], ("rows must hold numbers", "got bool values")),
     "rows with a number too large": ([[10**400, "pro", 0.5]], ("rows",)),
     "output parameters not an object": (
         {**churn_body(), "outputs": [{"name": "predict", "parameters": "binary"}]},

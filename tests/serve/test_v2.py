@@ -190,6 +190,22 @@ def test_convenience_list_of_rows_for_a_one_column_frame_model(fleet: Fleet) -> 
     assert predict["shape"] == [2, 2] and predict["data"][0::2] == [3.0, 8.0]
 
 
+def test_convenience_rows_of_integers_and_nulls() -> None:
+    from mlops_nb.serve.values import records
+
+    frame = {n: {"name": n, "shape": [-1], "datatype": "FP64"} for n in ("a", "b")}
+    columns = records([[1, None], [2, 0.5]], frame)
+    assert columns["a"].tolist() == [1.0, 2.0]
+    assert np.isnan(columns["b"][0]) and columns["b"][1] == 0.5  # null is a missing value
+    assert records([[3, 4]], {})["input"].dtype == np.float64
+
+
+def test_convenience_rows_of_integers_for_a_one_column_frame_model(fleet: Fleet) -> None:
+    r = fleet.doubler.infer([[1], [4]])
+    assert r.status_code == 200, r.text
+    assert output(r.json(), "predict")["data"][0::2] == [2.0, 8.0]
+
+
 def test_convenience_records_for_a_one_column_frame_model(fleet: Fleet) -> None:
     r = fleet.doubler.infer([{"x": 1.5}, {"x": 2}])
     assert r.status_code == 200, r.text
