@@ -73,6 +73,9 @@ class Overloaded(Exception):
     """The queue of requests waiting for a worker is full (HTTP 503, Retry-After)."""
 
 
+# Jobs not yet picked up by a worker (wanted or timed out) allowed per max_queue.
+ABANDONED_PER_QUEUE = 4
+
 # In place of an error message that may quote redacted values.
 WITHHELD = "message withheld: the payload log redacts features"
 
@@ -166,6 +169,13 @@ class ModelServer:
         waiting = self.pool.backlog + (self.batcher.queued if self.batcher else 0)
         if waiting >= self.spec.max_queue:
             raise Overloaded(f"{waiting} requests are waiting for a worker (max_queue)")
+        if self.pool.unstarted >= ABANDONED_PER_QUEUE * self.spec.max_queue:
+            # Workers busy for so long that requests keep timing out: their jobs wait to
+            # be skipped, and are not let pile up.
+            raise Overloaded(
+                f"{self.pool.unstarted} predictions of timed-out requests wait for busy "
+                f"workers ({ABANDONED_PER_QUEUE} x max_queue)"
+            )
         if self.batcher is not None:
             if self._inline:
                 # The old path, kept as it was: one turn of the loop lets requests that

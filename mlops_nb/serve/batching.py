@@ -147,7 +147,8 @@ class Batcher(Generic[In, Out]):
             return await job
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if job.cancelled() and task is not None and not task.cancelling():
+            withdrawn = job.cancelled() and all(f.done() for _, f in taken)
+            if withdrawn and task is not None and not task.cancelling():
                 return None
             raise
 

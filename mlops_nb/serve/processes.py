@@ -444,6 +444,12 @@ class ProcessPool:
         return sum(not f.done() for _, f in self._queue)
 
     @property
+    def unstarted(self) -> int:
+        """Jobs not yet sent to a process, timed-out ones (skipped when their turn comes)
+        included."""
+        return len(self._queue)
+
+    @property
     def running(self) -> int:
         return sum(w.since is not None for w in self._live)
 

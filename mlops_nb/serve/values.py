@@ -299,8 +299,19 @@ def records(
                 withheld="rows must hold numbers (or null) only; send other types as records "
                 "or tensors",
             )
-        if arr.dtype.kind == "O" or not expected:
-            arr = arr.astype(np.float64)
+        # Integers stay integers only for integer inputs: floats are the usual rows, and
+        # conform() would hold an integer to an exactness a float value is not held to.
+        if arr.dtype.kind == "O" or not expected or not all(
+            np.dtype(NUMPY_OF.get(i["datatype"], np.object_)).kind in "iu"
+            for i in expected.values()
+        ):
+            try:
+                arr = arr.astype(np.float64)
+            except OverflowError as e:
+                raise BadRequest(
+                    f"rows hold a number too large for FP64: {e}",
+                    withheld="rows hold a number too large for FP64",
+                ) from e
         inputs = list(expected.values())
         # A DataFrame signature (one [-1] tensor per column) takes one value per column.
         if len(inputs) > 1 or (len(inputs) == 1 and len(inputs[0]["shape"]) == 1):

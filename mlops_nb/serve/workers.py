@@ -61,8 +61,9 @@ class WorkerPool:
         # deque.append and popleft are atomic: the pipes only count and wake.
         self._jobs: deque[_Job | None] = deque()
         self._done: deque[_Done] = deque()
-        # Forward: one byte per job, read (blocking, GIL released) by an idle worker. The
-        # backlog is bounded by the server's max_queue, far below a pipe's capacity.
+        # Forward: one byte per job, read (blocking, GIL released) by an idle worker. Jobs
+        # not yet picked up, timed-out ones included, are bounded by the server (a multiple
+        # of max_queue: see unstarted), far below a pipe's capacity.
         self._job_r, self._job_w = os.pipe()
         # Back: one byte per finished job, read by the loop; non-blocking on both ends.
         self._done_r, self._done_w = os.pipe()
@@ -142,9 +143,15 @@ class WorkerPool:
                 os.write(self._done_w, b"d")
 
     @property
+    def unstarted(self) -> int:
+        """Jobs handed over that no thread has picked up yet, wanted or not: a timed-out
+        one stays until a free thread skips it."""
+        return max(0, self.submitted - sum(self._started))
+
+    @property
     def backlog(self) -> int:
         """Jobs handed over that no thread has started yet and someone still waits for."""
-        if self.submitted == sum(self._started):
+        if not self.unstarted:
             return 0
         # A copy (one C call, so no thread's popleft runs inside it) to count from.
         return sum(job is not None and not job[2].done() for job in list(self._jobs))

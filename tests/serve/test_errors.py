@@ -226,6 +226,7 @@ BAD_BODIES: dict[str, tuple[Any, tuple[str, ...]]] = {
     ),
     "rows with a boolean": ([[31, True, 0.5]], ("rows must hold numbers", "got bool values")),
     "rows with a number too large": ([[10**400, "pro", 0.5]], ("rows",)),
+    "rows with a number too large and a null": ([[10**400, None, 0.5]], ("too large", "FP64")),
     "output parameters not an object": (
         {**churn_body(), "outputs": [{"name": "predict", "parameters": "binary"}]},
         ("output 'predict'", "parameters must be an object"),

@@ -198,6 +198,12 @@ def test_convenience_rows_of_integers_and_nulls() -> None:
     assert columns["a"].tolist() == [1.0, 2.0]
     assert np.isnan(columns["b"][0]) and columns["b"][1] == 0.5  # null is a missing value
     assert records([[3, 4]], {})["input"].dtype == np.float64
+    # Integers for a float input are taken as floats are (20000001 is not exact in FP32,
+    # and neither is 20000001.0: the rows path holds neither to it).
+    fp32 = {"input-0": {"name": "input-0", "shape": [-1, 2], "datatype": "FP32"}}
+    assert records([[20_000_001, 3]], fp32)["input-0"].dtype == np.float64
+    ints = {"a": {"name": "a", "shape": [-1], "datatype": "INT64"}}
+    assert records([[2**60 + 1]], ints)["a"].tolist() == [2**60 + 1]  # exact, as an integer
 
 
 def test_convenience_rows_of_integers_for_a_one_column_frame_model(fleet: Fleet) -> None:
