@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,4 +98,28 @@ class ServeSpec:
 
     @classmethod
     def read(cls, path: str | Path) -> ServeSpec:
-        return cls(**json.loads(Path(path).read_text()))
+        """The spec written by :meth:`write`; fields this version does not know (a spec
+        written by a newer mlops_nb) are an error naming them, not ignored: one of them
+        may be redaction.
+
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "spec.json"
+        >>> _ = p.write_text('{"model": "iris", "version": 1, "digest": "d", "manifest": {},'
+        ...                  ' "artifact_uri": "a", "shiny": true}')
+        >>> ServeSpec.read(p)
+        Traceback (most recent call last):
+        ...
+        mlops_nb.errors.InvalidArgument: ... has field(s) ['shiny'] that mlops_nb ... does not know: ...
+        """
+        from .. import __version__
+        from ..errors import InvalidArgument
+
+        data = json.loads(Path(path).read_text())
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InvalidArgument(
+                f"server spec {path} has field(s) {unknown} that mlops_nb {__version__} does "
+                "not know: it was written by a newer mlops_nb; install that version where the "
+                "server runs (for Kubernetes, rebuild the image: Kubernetes.dockerfile(v))"
+            )
+        return cls(**data)
