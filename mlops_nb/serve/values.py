@@ -301,10 +301,10 @@ def records(
             )
         # Integers stay integers only for integer inputs: floats are the usual rows, and
         # conform() would hold an integer to an exactness a float value is not held to.
-        if arr.dtype.kind == "O" or not expected or not all(
-            np.dtype(NUMPY_OF.get(i["datatype"], np.object_)).kind in "iu"
-            for i in expected.values()
-        ):
+        targets = {
+            np.dtype(NUMPY_OF.get(i["datatype"], np.object_)).kind for i in expected.values()
+        }
+        if arr.dtype.kind == "O" or not targets or not targets <= set("iu"):
             try:
                 arr = arr.astype(np.float64)
             except OverflowError as e:
