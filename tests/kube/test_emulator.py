@@ -13,6 +13,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from mlops_nb.kube.emulator import Emulator
+from mlops_nb.kube.emulator.store import ApiError
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
 
@@ -209,3 +210,24 @@ def test_the_controller_moves_only_when_stepped(tmp_path: Path) -> None:
             2,
             2,
         ]  # old pods stay
+
+
+def test_a_replicaset_made_for_a_deployment_being_deleted_is_collected(tmp_path: Path) -> None:
+    """The controller read the Deployment, then it was deleted, then the controller made
+    its ReplicaSet: the next step collects that orphan, as the cluster's collector does."""
+    import yaml
+
+    with Emulator(auto=False, processes=False, namespaces=("default", "ml")) as emu:
+        kc = emu.kubeconfig(tmp_path / "kc")
+        api = client.AppsV1Api(config.new_client_from_config(str(kc)))
+        api.create_namespaced_deployment("ml", yaml.safe_load(MANIFEST))
+        deploy, rs = emu.kind("apps/v1", "Deployment"), emu.kind("apps/v1", "ReplicaSet")
+        stale = emu.store.get(deploy, "ml", "web")
+        api.delete_namespaced_deployment("web", "ml")
+        with pytest.raises(ApiError, match="not found"):  # its status write then fails
+            emu.controller._deployment(stale)  # acting on what it read before the delete
+        [orphan] = emu.store.list(rs, "ml")
+        assert orphan["metadata"]["ownerReferences"][0]["uid"] == stale["metadata"]["uid"]
+        emu.step()
+        assert emu.store.list(rs, "ml") == []
+        assert emu.store.list(emu.kind("v1", "Pod"), "ml") == []

@@ -121,7 +121,7 @@ class Emulator:
                 if self.stopping:
                     return
                 parts = (self.controller.step, self.kubelet.step, self.controller.step,
-                         self.gateways.step)  # fmt: skip
+                         self.store.collect_orphans, self.gateways.step)  # fmt: skip
                 for part in parts:
                     # A write that raced a client's fails; the next step sees the new object.
                     with contextlib.suppress(ApiError):

@@ -270,8 +270,20 @@ class Store:
         for key, obj in list(self.objects.items()):
             refs = obj["metadata"].get("ownerReferences") or []
             if any(r.get("uid") == uid for r in refs):
-                kind = next(k for k in KINDS_BY_KIND.values() if (k.group, k.plural) == key[:2])
-                self.delete(kind, key[2], key[3])
+                self.delete(_kind_of(key), key[2], key[3])
+
+    def collect_orphans(self) -> None:
+        """Dependents none of whose owners exist any more go, as the cluster's garbage
+        collector does: one created by a controller that acted on a Deployment just as it
+        was deleted is otherwise never collected."""
+        with self.lock:
+            uids = {o["metadata"].get("uid") for o in self.objects.values()}
+            for key, obj in list(self.objects.items()):
+                if key not in self.objects:  # collected with an earlier one
+                    continue
+                refs = obj["metadata"].get("ownerReferences") or []
+                if refs and not any(r.get("uid") in uids for r in refs):
+                    self.delete(_kind_of(key), key[2], key[3])
 
     # -- internal writes (controllers, kubelet) ------------------------------------------
 
@@ -283,3 +295,8 @@ class Store:
                 obj = copy.deepcopy(obj)
                 obj["status"] = copy.deepcopy(status)
                 self._commit("MODIFIED", kind, key, obj)
+
+
+def _kind_of(key: tuple[str, str, str, str]) -> Kind:
+    """The kind of a stored object's key (group, plural, namespace, name)."""
+    return next(k for k in KINDS_BY_KIND.values() if (k.group, k.plural) == key[:2])
