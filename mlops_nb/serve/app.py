@@ -36,12 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,17 +51,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from . import binary
+from . import binary, bulk
 from .batching import Batcher
 from .metrics import ServerMetrics
 from .payload import PayloadLog
 from .predictor import Outcome, Predictor
 from .processes import ModelRaised, PoolUnavailable, ProcessPool, WorkerDied
-from .records import chunk_of, log_types
+from .records import PredictionIds, chunk_of, log_types
 from .redact import Redactor
 from .spec import POOLS, ServeSpec
 from .spool import open_spool
-from .v2 import BadRequest, Batch, check_outputs, decode, input_form
+from .v2 import BadRequest, Batch, input_form
 from .values import TooLarge
 from .workers import WorkerPool
 
@@ -95,6 +94,7 @@ class ModelServer:
         if spec.pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {spec.pool!r}")
         self.pool: WorkerPool | ProcessPool
+        self.bulk = bulk.Bulk()  # large bodies and answers, off the event loop
         if spec.pool == "processes":
             if self._inline:
                 raise ValueError("pool='processes' needs workers >= 1")
@@ -225,13 +225,7 @@ class ModelServer:
                 code = 503
                 return _error(503, self.load_error or "model is loading; retry when ready", 1)
             raw = await self._body(request)
-            head, blob = binary.split(raw, request.headers.get(binary.HEADER))
-            try:
-                body = json.loads(head)
-            except (ValueError, RecursionError) as e:
-                raise BadRequest(f"body is not valid JSON (or nested too deeply): {e}") from e
-            batch = decode(body, self.spec.signature, blob)
-            names = check_outputs(batch, self.predictor.outputs)
+            batch, names = await self._parse(raw, request.headers.get(binary.HEADER))
             p = self.payload_log
             if self.spec.log_required and p is not None:
                 if not p.accepting(batch.rows):
@@ -266,7 +260,10 @@ class ModelServer:
                 self._log(batch, None, _ms(start), f"model: {logged}", admitted)
                 return _error(500, message)
             ids = self._log(batch, outcome, _ms(start), admitted=admitted)
-            return self._answer(batch, outcome, names, ids)
+            return await self._answer(batch, outcome, names, ids)
+        except bulk.HelperDied as e:
+            code = 503
+            return _error(503, f"{e}; retry later", 5)
         except BadRequest as e:
             code = e.status
             if batch is not None or request.path_params["name"] == self.spec.model:
@@ -283,7 +280,18 @@ class ModelServer:
             self.metrics.inflight.dec()
             self.metrics.done(code, time.perf_counter() - start)
 
-    def _answer(self, batch: Batch, outcome: Outcome, names: list[str], ids: list[str]) -> Response:
+    async def _parse(self, raw: bytes, header: str | None) -> tuple[Batch, list[str]]:
+        """The request's batch and outputs; a large body is parsed in the helper process."""
+        sig, available = self.spec.signature, self.predictor.outputs
+        # Only the JSON part takes parsing: binary tensors are read as they are.
+        json_bytes = int(header) if header is not None and header.isdigit() else len(raw)
+        if min(json_bytes, len(raw)) > bulk.OFF_LOOP_BYTES:
+            return await self.bulk.parse(raw, header, sig, available)
+        return bulk.parse_here(raw, header, sig, available)
+
+    async def _answer(
+        self, batch: Batch, outcome: Outcome, names: list[str], ids: Sequence[str]
+    ) -> Response:
         given: dict[str, np.ndarray[Any, Any] | None] = {
             "predict": outcome.prediction,
             "confidence": outcome.confidence,
@@ -296,11 +304,14 @@ class ModelServer:
             "id": batch.request_id or ids[0],
             "parameters": {"prediction_ids": ids},
         }
-        content, header = binary.encode(payload, outputs, batch.binary_outputs)
-        if header is None:
+        if batch.rows > bulk.OFF_LOOP_ROWS:
+            content, length = await self.bulk.encode(payload, outputs, batch.binary_outputs)
+        else:
+            content, length = binary.encode(payload, outputs, batch.binary_outputs)
+        if length is None:
             return Response(content, media_type="application/json")
         return Response(content, media_type="application/octet-stream",
-                        headers={binary.HEADER: str(header)})  # fmt: skip
+                        headers={binary.HEADER: str(length)})  # fmt: skip
 
     async def _body(self, request: Request) -> bytes:
         """The body, refused as soon as it is known to be over the limit (chunked too)."""
@@ -320,12 +331,18 @@ class ModelServer:
     def _log(
         self, batch: Batch | None, outcome: Outcome | None, latency_ms: float,
         error: str | None = None, admitted: bool = False,
-    ) -> list[str]:  # fmt: skip
+    ) -> Sequence[str]:  # fmt: skip
         # Prediction ids are always generated, so they stay unique even when clients reuse
         # request ids; the response echoes the request id separately.
         rows = batch.rows if batch is not None else 1
         base = f"{self._id_prefix}{next(self._id_counter):x}"
-        ids = [base] if rows == 1 else [f"{base}-{i}" for i in range(rows)]
+        ids: Sequence[str]
+        if rows == 1:
+            ids = [base]
+        elif rows > bulk.OFF_LOOP_ROWS:  # made where they are read, not here on the loop
+            ids = PredictionIds(base, rows)
+        else:
+            ids = [f"{base}-{i}" for i in range(rows)]
         if self.payload_log is None:
             return ids
         chunk = chunk_of(ids, batch.columns if batch is not None else {}, outcome, latency_ms,
@@ -420,6 +437,7 @@ class ModelServer:
 
     def close(self) -> None:
         self.pool.close()
+        self.bulk.close()
         if self.payload_log is not None:
             self.payload_log.close()
 

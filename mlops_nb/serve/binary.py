@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..signature import v2_datatype
+from .records import PredictionIds
 from .values import BadRequest
 
 HEADER = "inference-header-content-length"
@@ -66,6 +67,13 @@ def tensor(name: str, values: np.ndarray[Any, Any]) -> dict[str, Any]:
     return {"name": name, "shape": list(values.shape), "datatype": datatype, "data": data}
 
 
+def _listed(value: object) -> list[str]:
+    """What JSON makes of a large batch's ids (the rest it knows)."""
+    if isinstance(value, PredictionIds):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def encode(
     payload: dict[str, Any], outputs: list[tuple[str, np.ndarray[Any, Any]]], binary: set[str]
 ) -> tuple[bytes, int | None]:
@@ -83,7 +91,7 @@ def encode(
         else:
             tensors.append(tensor(name, values))
     payload["outputs"] = tensors
-    header = json.dumps(payload).encode()
+    header = json.dumps(payload, default=_listed).encode()
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import numpy as np
 import pyarrow as pa
@@ -40,8 +41,50 @@ _FIXED_TYPES = {
 }
 
 
+class PredictionIds(Sequence[str]):
+    """The ids ``base-0`` .. ``base-{n-1}`` of a batch's rows, each made when read: a large
+    batch's ids are then not built (or copied) on the event loop.
+
+    >>> ids = PredictionIds("a1", 3)
+    >>> ids, len(ids), ids[2], list(ids)
+    (PredictionIds('a1', 3), 3, 'a1-2', ['a1-0', 'a1-1', 'a1-2'])
+    """
+
+    __slots__ = ("base", "n")
+
+    def __init__(self, base: str, n: int) -> None:
+        self.base, self.n = base, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [f"{self.base}-{k}" for k in range(self.n)[i]]
+        k = range(self.n)[i]  # IndexError past the end, negative from it
+        return f"{self.base}-{k}"
+
+    def __iter__(self) -> Iterator[str]:
+        base = self.base
+        return (f"{base}-{k}" for k in range(self.n))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PredictionIds):
+            return (self.base, self.n) == (other.base, other.n)
+        return isinstance(other, list) and list(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PredictionIds({self.base!r}, {self.n})"
+
+
 def chunk_of(
-    ids: list[str], columns: dict[str, np.ndarray[Any, Any]], outcome: Any, latency_ms: float,
+    ids: Sequence[str], columns: dict[str, np.ndarray[Any, Any]], outcome: Any, latency_ms: float,
     error: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     """One request's rows for the payload log; ``outcome`` is None when it failed."""
@@ -246,7 +289,7 @@ def _gather(name: str, chunks: list[dict[str, Any]], counts: list[int]) -> list[
     flat: list[Any] = []
     for chunk, n in zip(chunks, counts, strict=True):
         value = chunk.get(name)
-        if isinstance(value, list):
+        if isinstance(value, list | PredictionIds):
             flat.extend(value)
         elif isinstance(value, np.ndarray):
             flat.extend(value.tolist())

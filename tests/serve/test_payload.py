@@ -319,3 +319,24 @@ def test_a_write_that_failed_part_way_is_retried_without_copies(tmp_path: Path) 
     assert [f.parent.name for f in files] == ["date=2024-10-04", "date=2024-10-05"]
     ids = sorted(i for f in files for i in pq.read_table(f).column("id").to_pylist())
     assert ids == ["r0", "r1", "r2"] and log.logged == 3 and dict(log.dropped) == {}
+
+
+def test_a_large_request_is_answered_and_logged_row_by_row(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    """20,000 rows: parsed and answered through the helper process, ids made lazily."""
+    spool = tmp_path / "spool"
+    server = start(ServeSpec.of(register_doubler(ws, delay=0.0), spool=str(spool),
+                                flush_seconds=600))  # fmt: skip
+    n = 20_000
+    data = [i + 0.5 for i in range(n)]  # (the doubler leaves 999 out)
+    r = server.infer({"inputs": [{"name": "x", "shape": [n], "datatype": "FP64", "data": data}]})
+    assert r.status_code == 200, r.text[:300]
+    answer = r.json()
+    ids = answer["parameters"]["prediction_ids"]
+    assert len(ids) == len(set(ids)) == n and ids[0].endswith("-0") and ids[-1].endswith("-19999")
+    assert answer["outputs"][0]["data"][0::2] == [2 * x for x in data]
+    server.stop()
+    table = pq.read_table(next(spool.rglob("*.parquet")))
+    assert table.column("id").to_pylist() == ids
+    assert table.column("feature.x").to_pylist() == data

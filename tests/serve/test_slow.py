@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
 import mlops_nb as mnb
 from mlops_nb.serve.spec import ServeSpec
 
-from .conftest import Server, Sleepy, register_python
+from .conftest import Server, Sleepy, register_doubler, register_python
 from .test_errors import assert_error
 from .test_payload import wait_for
 
@@ -144,6 +148,64 @@ def test_predictions_of_timed_out_requests_do_not_pile_up(ws: mnb.Workspace, sta
     hold.join(timeout=30)
     # The freed thread skips the four (see test_workers), and requests are served again.
     wait_for(lambda: server.infer(body(0.0)).status_code == 200, timeout=30)
+
+
+def big_body(n: int, last: Any = None) -> bytes:
+    data: list[Any] = [i + 0.123456789 for i in range(n)]
+    if last is not None:
+        data[-1] = last
+    tensor = {"name": "x", "shape": [n], "datatype": "FP64", "data": data}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def test_health_answers_while_a_huge_body_is_parsed(
+    ws: mnb.Workspace, start: Any, tmp_path: Path
+) -> None:
+    """Tens of megabytes of JSON hold the parser (and the GIL) for seconds: the helper
+    process parses them, and encodes the answer, so the event loop stays free."""
+    server = start(ServeSpec.of(register_doubler(ws, delay=0.0), max_body_bytes=2**27))
+    n = 3_000_000
+    (tmp_path / "body.json").write_bytes(big_body(n))
+    # The big request comes from another process: this one's GIL must not slow the polls.
+    script = (
+        "import httpx, json, sys\n"
+        "r = httpx.post(sys.argv[1], content=open(sys.argv[2], 'rb').read(), timeout=300)\n"
+        "out = r.json()['outputs'][0] if r.status_code == 200 else r.text[:300]\n"
+        "print(json.dumps([r.status_code, out['shape'], out['data'][-2]] if r.status_code"
+        " == 200 else [r.status_code, out]))\n"
+    )
+    client = subprocess.Popen(
+        [sys.executable, "-c", script, f"{server.url}/v2/models/doubler/infer",
+         str(tmp_path / "body.json")], stdout=subprocess.PIPE,
+    )  # fmt: skip
+    slowest, polls = 0.0, 0
+    try:
+        while client.poll() is None and polls < 100_000:
+            live = server.client.get("/v2/health/live", timeout=5.0)
+            assert live.status_code == 200
+            slowest = max(slowest, live.elapsed.total_seconds())
+            polls += 1
+        out, _ = client.communicate(timeout=300)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(timeout=30)
+    assert json.loads(out) == [200, [n, 2], 2 * (n - 1 + 0.123456789)]
+    # Parsed on the loop, one poll would have waited the whole parse (seconds).
+    assert polls >= 10 and slowest < 1.0, (polls, slowest)
+    helper = psutil.Process(server.proc.pid).children(recursive=True)
+    assert helper, "the helper process runs"
+    server.stop()
+    wait_for(lambda: not any(p.is_running() for p in helper))
+
+
+def test_a_bad_large_body_is_the_same_400_as_a_small_one(ws: mnb.Workspace, start: Any) -> None:
+    server = start(ServeSpec.of(register_doubler(ws, delay=0.0), spool=None))
+    small = server.infer(json.loads(big_body(3, last="x")))
+    large = server.client.post("/v2/models/doubler/infer", content=big_body(30_000, last="x"))
+    for r in (small, large):
+        assert_error(r, 400, "input 'x'", "FP64", "expected numeric values")
+    assert server.infer(body(1.0)).status_code == 200
 
 
 def test_a_timed_out_request_is_logged_as_a_timeout(
