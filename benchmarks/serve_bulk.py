@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serve_pool import free_port, log, wait_ready
+from serve_pool import free_port, log, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 100.0
@@ -159,15 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         result["loadavg_1m"] = {"start": load_before, "end": os.getloadavg()[0]}
         print(json.dumps(result), flush=True)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -83,6 +83,19 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 300.0)
     raise RuntimeError(f"server on port {port} not ready in {timeout:g} s")
 
 
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then wait for each (killing one that hangs)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=5.0, help="timed seconds per round")
@@ -166,15 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         result["loadavg_1m"] = {"start": load_before, "end": os.getloadavg()[0]}
         print(json.dumps(result), flush=True)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
