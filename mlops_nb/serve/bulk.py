@@ -67,12 +67,6 @@ def parse(
         return "bad", e.status, (str(e), e.withheld)
 
 
-def encode(
-    payload: dict[str, Any], outputs: list[tuple[str, np.ndarray[Any, Any]]], binary_out: Any
-) -> tuple[bytes, int | None]:
-    return binary.encode(payload, outputs, binary_out)
-
-
 def _watch_parent(parent: int) -> None:
     """In the helper: exit once the server is gone (it may have been killed)."""
 
@@ -124,7 +118,7 @@ class Bulk:
         self, payload: dict[str, Any], outputs: list[tuple[str, np.ndarray[Any, Any]]],
         binary_out: Any,
     ) -> tuple[bytes, int | None]:  # fmt: skip
-        content, header = await self._call(encode, payload, outputs, binary_out)
+        content, header = await self._call(binary.encode, payload, outputs, binary_out)
         return content, header
 
     def close(self) -> None:
