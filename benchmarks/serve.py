@@ -32,14 +32,13 @@ What it does, in a temporary folder (removed afterwards):
    the server's core is the limit) and, for the model servers, the mean rows per
    ``predict`` (from ``/metrics``) and that every served request reached the payload log.
 
-5. Each target's two servers once more (pool vs inline at c=1, logging on vs off and
-   redacted vs off at c=16, batching on vs off at c=1), in ``--tight-pairs`` pairs
+5. Each target's two servers once more (logging on vs off and redacted vs off at c=16,
+   batching on vs off at c=1), in ``--tight-pairs`` pairs
    measured back to back (order alternating): the differences are small next to how much
    a shared machine's speed moves between rounds. ``met`` uses these medians; the
    grid's own ratios are reported beside them. The worker pool's c=1 target, a 5%
-   difference, is finer than those pairs can tell (single pairs range 0.8-1.4x): it is
-   measured on both servers at once, request by request (``interleaved`` below), and
-   ``met`` uses that ratio.
+   difference, is finer than such pairs can tell (single pairs range 0.8-1.4x): it is
+   measured on both servers at once, request by request (``interleaved`` below).
 
 6. Drives the default server with ``tritonclient.http`` (16 requests in flight) in its
    binary mode and in JSON mode, alternating rounds.
@@ -463,11 +462,7 @@ def loadgen(argv: list[str]) -> None:
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
                     return
-                head = bytes(buf[:end]).lower()
-                self.status = int(head[9:12])
-                k = head.find(b"content-length:")
-                e = head.find(b"\r\n", k) if k >= 0 else -1
-                length = int(head[k + 15 : e if e >= 0 else len(head)]) if k >= 0 else 0
+                self.status, length = status_and_length(bytes(buf[:end]))
                 self.need = end + 4 + length
             if len(buf) < self.need:
                 return
@@ -714,7 +709,6 @@ def run(
     # small next to how much a shared machine's speed moves within a minute: besides the
     # grid's rounds, pairs measured back to back, the order alternating.
     compared = {
-        "worker_pool_c1": (on_on, INLINE, 1),
         "logging_c16": (on_on, off_on, 16),
         "redacted_c16": (REDACTED, off_on, 16),
         "batching_c1": (on_on, on_off, 1),
@@ -822,9 +816,6 @@ def run(
         "worker_pool_vs_inline": {
             "ratio": pool, "ratio_per_core": pool_core, "target": ">= 0.95 at c=1",
             "c1_interleaved": pool_c1,
-            "c1_back_to_back": round(back_to_back("worker_pool_c1"), 3),
-            "c1_back_to_back_pairs": [round(t, 3) for t in tight["worker_pool_c1"]],
-            # The interleaved ratio: the back-to-back pairs are too noisy to tell 5%.
             "met": pool_c1["ratio"] >= TARGETS["handoff_c1"],
             "handoff": handoff,
         },
@@ -891,25 +882,31 @@ def run(
     }
 
 
+def status_and_length(head: bytes) -> tuple[int, int]:
+    """An HTTP/1.1 answer's status and ``Content-Length`` (0 without one), from its head."""
+    head = head.lower()
+    k = head.find(b"content-length:")
+    e = head.find(b"\r\n", k) if k >= 0 else -1
+    return int(head[9:12]), int(head[k + 15 : e if e >= 0 else len(head)]) if k >= 0 else 0
+
+
 def _answer_end(sock: socket.socket, buf: bytes) -> bytes:
-    """Read one whole HTTP/1.1 answer (``Content-Length`` framed); return what follows."""
-    while True:
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end >= 0:
-            head = buf[:head_end].lower()
-            at = head.find(b"content-length:")
-            if at < 0:
-                raise RuntimeError(f"answer without Content-Length: {buf[:200]!r}")
-            end = head.find(b"\r\n", at)
-            length = int(head[at + 15 : end if end >= 0 else None])
-            if not head.startswith(b"http/1.1 200"):
-                raise RuntimeError(f"unexpected answer {buf[:200]!r}")
-            if len(buf) >= head_end + 4 + length:
-                return buf[head_end + 4 + length :]
+    """Read one whole 200 answer; return what follows it."""
+
+    def more() -> bytes:
         chunk = sock.recv(65536)
         if not chunk:
             raise RuntimeError("the server closed the connection")
-        buf += chunk
+        return chunk
+
+    while (end := buf.find(b"\r\n\r\n")) < 0:
+        buf += more()
+    status, length = status_and_length(buf[:end])
+    if status != 200:
+        raise RuntimeError(f"unexpected answer {buf[:200]!r}")
+    while len(buf) < end + 4 + length:
+        buf += more()
+    return buf[end + 4 + length :]
 
 
 def interleaved(a: Server, b: Server, pairs: int, load_cpu: int | None,
