@@ -20,7 +20,8 @@
      "longest_predict_s": x,
      "payload": {"written": n, "pending": n, "dropped": {reason: n}, "failing": bool,
                  "last_error": str | null},            # null when no spool is set
-     "process": {"cpu_seconds": x, "rss_bytes": n, "open_connections": n}}
+     "process": {"cpu_seconds": x, "rss_bytes": n, "open_connections": n,
+                 "processes": n}}    # the server with every process it started
 
 Errors use the V2 error body ``{"error": "..."}``. Caused by the request: 400 (shape,
 datatype, value, missing input, unknown model, version or output), 404 and 405 (no such

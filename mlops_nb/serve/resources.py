@@ -2,24 +2,29 @@
 
 ``/metrics`` carries them under the Prometheus process collector's names
 (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ...) plus
-``mlops_open_connections``; worker processes (``pool="processes"``) are counted apart, as
-``mlops_worker_processes_cpu_seconds`` (a gauge: it drops when a process is replaced) and
-``mlops_worker_processes_resident_memory_bytes``. ``/v2/health/stats`` carries the
-server's and its worker processes' figures together, as JSON.
+``mlops_open_connections``. The processes the server started are counted apart, each kind
+as a pair of gauges (they drop when a process ends or is replaced):
+``mlops_worker_processes_cpu_seconds`` and ``..._resident_memory_bytes`` for the worker
+processes of ``pool="processes"``, ``mlops_helper_processes_...`` for every other one (the
+helper that parses large bodies, multiprocessing's resource tracker). ``/v2/health/stats``
+carries the server's and all its processes' figures together, as JSON, with how many
+processes they add up.
 
 >>> usage = Usage()
 >>> sorted(usage.snapshot())
-['cpu_seconds', 'open_connections', 'rss_bytes']
+['cpu_seconds', 'open_connections', 'processes', 'rss_bytes']
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 def cpu_and_rss(procs: list[psutil.Process]) -> tuple[float, int]:
@@ -44,24 +49,20 @@ class Usage:
                 "mlops_open_connections", "Client TCP connections open to this server",
                 registry=registry,
             ).set_function(self.open_connections)  # fmt: skip
-            Gauge(
-                "mlops_worker_processes_cpu_seconds",
-                "CPU seconds of this server's worker processes (pool='processes')",
-                registry=registry,
-            ).set_function(lambda: self.children()[0])  # fmt: skip
-            Gauge(
-                "mlops_worker_processes_resident_memory_bytes",
-                "Resident memory of this server's worker processes (pool='processes')",
-                registry=registry,
-            ).set_function(lambda: self.children()[1])  # fmt: skip
+            registry.register(_Children(self))
 
-    def children(self) -> tuple[float, int]:
-        """CPU seconds and resident bytes of the live worker processes (0 with threads)."""
-        procs = []
-        for pid in self.workers():
-            with contextlib.suppress(psutil.Error):
-                procs.append(psutil.Process(pid))
-        return cpu_and_rss(procs)
+    def children(self) -> dict[str, list[psutil.Process]]:
+        """The processes this server started, living: ``workers`` (pool="processes") and
+        ``helpers`` (any other, at any depth)."""
+        try:
+            tree = self._process.children(recursive=True)
+        except psutil.Error:
+            tree = []
+        workers = set(self.workers())
+        return {
+            "workers": [p for p in tree if p.pid in workers],
+            "helpers": [p for p in tree if p.pid not in workers],
+        }
 
     def open_connections(self) -> int:
         """Established TCP connections to this process's listening ports (clients in)."""
@@ -78,9 +79,41 @@ class Usage:
         with self._process.oneshot():
             cpu = self._process.cpu_times()
             rss = self._process.memory_info().rss
-        child_cpu, child_rss = self.children()
+        procs = [p for kind in self.children().values() for p in kind]
+        child_cpu, child_rss = cpu_and_rss(procs)
         return {
             "cpu_seconds": round(cpu.user + cpu.system + child_cpu, 3),
             "rss_bytes": int(rss + child_rss),
             "open_connections": self.open_connections(),
+            "processes": 1 + len(procs),
         }
+
+
+class _Children(Collector):
+    """The gauges of the server's own processes, from one look at its process tree per
+    scrape."""
+
+    def __init__(self, usage: Usage) -> None:
+        self._usage = usage
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return self._families({})
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        return self._families(self._usage.children())
+
+    @staticmethod
+    def _families(children: dict[str, list[psutil.Process]]) -> Iterator[GaugeMetricFamily]:
+        for kind, what in (("worker", "worker processes (pool='processes')"),
+                           ("helper", "other processes (large-body helper, ...)")):  # fmt: skip
+            cpu, rss = cpu_and_rss(children.get(f"{kind}s", []))
+            yield GaugeMetricFamily(
+                f"mlops_{kind}_processes_cpu_seconds",
+                f"CPU seconds of this server's {what}",
+                value=cpu,
+            )
+            yield GaugeMetricFamily(
+                f"mlops_{kind}_processes_resident_memory_bytes",
+                f"Resident memory of this server's {what}",
+                value=rss,
+            )

@@ -79,7 +79,11 @@ def test_process_resources_in_metrics_and_stats(fleet: Fleet) -> None:
                   "mlops_worker_processes_resident_memory_bytes") == 0  # fmt: skip
     assert (stats["ready"], stats["stuck"], stats["queue"]) == (True, False, 0)
     assert stats["inflight"] == 0 and stats["payload"] is None
-    assert set(stats["process"]) == {"cpu_seconds", "rss_bytes", "open_connections"}
+    assert set(stats["process"]) == {"cpu_seconds", "rss_bytes", "open_connections", "processes"}
+    # A thread pool starts no process: the server is the whole replica.
+    assert stats["process"]["processes"] == 1
+    assert sample(families, "mlops_helper_processes_resident_memory_bytes",
+                  "mlops_helper_processes_resident_memory_bytes") == 0  # fmt: skip
     assert stats["process"]["rss_bytes"] > 10_000_000 and stats["process"]["open_connections"] >= 1
 
     logged = fleet.iris.client.get("/v2/health/stats").json()["payload"]

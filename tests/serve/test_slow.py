@@ -19,7 +19,7 @@ import pytest
 import mlops_nb as mnb
 from mlops_nb.serve.spec import ServeSpec
 
-from .conftest import Server, Sleepy, register_doubler, register_python
+from .conftest import Server, Sleepy, register_doubler, register_python, sample
 from .test_errors import assert_error
 from .test_payload import wait_for
 
@@ -195,6 +195,18 @@ def test_health_answers_while_a_huge_body_is_parsed(
     assert polls >= 10 and slowest < 1.0, (polls, slowest)
     helper = psutil.Process(server.proc.pid).children(recursive=True)
     assert helper, "the helper process runs"
+    # What the helper costs is the replica's: in /metrics apart, in the stats' totals.
+    helper_cpu = sum(sum(p.cpu_times()[:2]) for p in helper)
+    families = server.metrics()
+    counted = sample(families, "mlops_helper_processes_cpu_seconds",
+                     "mlops_helper_processes_cpu_seconds")  # fmt: skip
+    assert counted >= 0.9 * helper_cpu and counted > 0.5  # it parsed tens of megabytes
+    assert sample(families, "mlops_helper_processes_resident_memory_bytes",
+                  "mlops_helper_processes_resident_memory_bytes") > 10_000_000  # fmt: skip
+    own = psutil.Process(server.proc.pid).cpu_times()
+    process = stats(server)["process"]
+    assert process["processes"] == 1 + len(helper)
+    assert process["cpu_seconds"] >= own.user + own.system + 0.9 * helper_cpu
     server.stop()
     wait_for(lambda: not any(p.is_running() for p in helper))
 
