@@ -36,9 +36,11 @@ What it does, in a temporary folder (removed afterwards):
    batching on vs off at c=1), in ``--tight-pairs`` pairs
    measured back to back (order alternating): the differences are small next to how much
    a shared machine's speed moves between rounds. ``met`` uses these medians; the
-   grid's own ratios are reported beside them. The worker pool's c=1 target, a 5%
-   difference, is finer than such pairs can tell (single pairs range 0.8-1.4x): it is
-   measured on both servers at once, request by request (``interleaved`` below).
+   grid's own ratios are reported beside them. The c=1 target against the inline path, a
+   5% difference, is finer than such pairs can tell (single pairs range 0.8-1.4x): it is
+   measured on both servers at once, request by request (``interleaved`` below). At c=1
+   the default server predicts on the loop's own thread, paused (``LoopDriver``); the
+   worker pool's and the driver's round trips alone are timed in-process (``handoff``).
 
 6. Drives the default server with ``tritonclient.http`` (16 requests in flight) in its
    binary mode and in JSON mode, alternating rounds.
@@ -807,6 +809,9 @@ def run(
     handoff["share_of_inline_c1_p50"] = round(
         (handoff["worker_pool_us_p50"] - handoff["inline_us_p50"]) / inline_p50_us, 4
     )
+    handoff["loop_thread_share_of_inline_c1_p50"] = round(
+        (handoff["loop_thread_us_p50"] - handoff["uvloop_inline_us_p50"]) / inline_p50_us, 4
+    )
     pool = {f"c{c}": round(paired(on_on, INLINE, c), 3) for c in args.concurrency}
     pool_core = {f"c{c}": round(paired(on_on, INLINE, c, per_core=True), 3)
                  for c in args.concurrency}  # fmt: skip
@@ -961,11 +966,17 @@ def interleaved(a: Server, b: Server, pairs: int, load_cpu: int | None,
 
 def handoff_cost(rounds: int = 20_000) -> dict[str, Any]:
     """The lone-request hand-off alone, in this process: median round trip of a no-op
-    through the server's WorkerPool, and through ``loop.run_in_executor`` for comparison,
-    against calling it inline. Medians of many calls are robust to a busy machine."""
+    through the server's WorkerPool, through ``loop.run_in_executor`` for comparison, and
+    on the loop's own thread through the server's LoopDriver (the loop stopped and run
+    again, as a lone request's predict is), against calling it inline. The pool and the
+    executor run on asyncio's loop here, the driver on uvloop as the server's. Medians of
+    many calls are robust to a busy machine."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
+    import uvloop
+
+    from mlops_nb.serve.driver import LoopDriver
     from mlops_nb.serve.workers import WorkerPool
 
     def noop(x: Any) -> Any:
@@ -1000,6 +1011,20 @@ def handoff_cost(rounds: int = 20_000) -> dict[str, Any]:
             executor.shutdown()
 
     figures = asyncio.run(main())
+    driver = LoopDriver(uvloop.new_event_loop())
+
+    async def on_loop_thread() -> dict[str, float]:
+        async def inline() -> Any:
+            return noop(1)
+
+        while not driver.available():  # its standby starts watching
+            await asyncio.sleep(0.001)
+        return {
+            "uvloop_inline_us_p50": await timed(inline),
+            "loop_thread_us_p50": await timed(lambda: driver.run(noop, 1)),
+        }
+
+    figures.update(driver.serve(on_loop_thread()))
     return {k: round(v, 1) for k, v in figures.items()}
 
 

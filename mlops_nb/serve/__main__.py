@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import threading
 import time
+from types import FrameType
 
 import uvicorn
 
 from .app import create_app
+from .driver import LoopDriver
 from .spec import ServeSpec
+from .workers import WorkerPool
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,10 +50,42 @@ def _watch_parent(parent: int) -> None:
 
 
 def serve(spec: ServeSpec, host: str, port: int, log_level: str = "warning") -> None:
-    uvicorn.run(
-        create_app(spec), host=host, port=port, log_level=log_level, access_log=False,
-        timeout_graceful_shutdown=30,
-    )  # fmt: skip
+    """uvicorn on a :class:`~.driver.LoopDriver`: lone requests predict on the loop's thread
+    with the loop paused and watched. The loop runs in the driver's threads; this one
+    keeps the signals (SIGTERM, SIGINT: a graceful stop, as ``uvicorn.run`` does)."""
+    app = create_app(spec)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            timeout_graceful_shutdown=30)  # fmt: skip
+    server = uvicorn.Server(config)
+    driver = LoopDriver(_new_loop())
+    pool = app.state.server.pool
+    if isinstance(pool, WorkerPool):
+        pool.lone = driver
+    caught: list[int] = []
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        caught.append(sig)
+        server.handle_exit(sig, frame)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    before = {sig: signal.signal(sig, on_signal) for sig in handled}
+    try:
+        driver.serve(server.serve())
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    # Stopped by a signal: end as its default action would, as uvicorn.run does.
+    for number in reversed(caught):
+        signal.raise_signal(number)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (uvicorn[standard]), as uvicorn's loop="auto" picks."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 if __name__ == "__main__":

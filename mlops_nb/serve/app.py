@@ -18,6 +18,8 @@
      "pool": "threads" | "processes", "worker_pids": [pid, ...] (processes only),
      "worker_restarts": n, "worker_failure": str | null,
      "longest_predict_s": x,
+     "lone": {"paused": n, "rescued": n},   # lone requests predicted on the loop's thread
+                                            # (null without a LoopDriver, or with processes)
      "payload": {"written": n, "pending": n, "dropped": {reason: n}, "failing": bool,
                  "last_error": str | null},            # null when no spool is set
      "process": {"cpu_seconds": x, "rss_bytes": n, "open_connections": n,
@@ -41,7 +43,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -105,6 +107,7 @@ class ModelServer:
         self.payload_log: PayloadLog | None = None
         self.batcher: Batcher[Batch, Outcome] | None = (
             Batcher(self.predictor.predict, lambda b: b.rows, self._execute,
+                    solo_execute=self._execute_lone,
                     max_rows=spec.max_batch, concurrency=self.pool.workers,
                     # Processes do not share a GIL: every one may run a batch at once.
                     spill_after=0.0 if spec.pool == "processes" else 0.05,
@@ -182,8 +185,9 @@ class ModelServer:
                 # The old path, kept as it was: one turn of the loop lets requests that
                 # arrived together start, so they share a batch.
                 await asyncio.sleep(0)
-            # A lone request goes straight to a worker, as a batch of its own; requests
-            # that arrive while it runs queue behind it and share the next predict.
+            # A lone request goes straight to a worker (or the loop's own thread, paused:
+            # see mlops_nb.serve.driver), as a batch of its own; requests that arrive while
+            # it runs queue behind it and share the next predict.
             if self._active > 1 or self.batcher.busy:
                 return await self.batcher(batch)
             if not self._inline:
@@ -191,14 +195,23 @@ class ModelServer:
         self.metrics.batch_sizes.observe(batch.rows)
         if self._inline:
             return self.predictor.predict([batch])[0]
+        if self._active == 1 and self.pool.running == 0:
+            return (await self._execute_lone(self.predictor.predict, [batch]))[0]
         return (await self._execute(self.predictor.predict, [batch]))[0]
 
     async def _execute(self, fn: Callable[[list[Batch]], list[Outcome]],
-                       batches: list[Batch]) -> list[Outcome]:  # fmt: skip
-        """``fn(batches)`` on a worker thread, or the same predict in a worker process."""
+                       batches: list[Batch], lone: bool = False) -> list[Outcome]:  # fmt: skip
+        """``fn(batches)`` on a worker thread, or the same predict in a worker process;
+        ``lone`` (nothing else in flight) lets the thread pool run it on the loop's thread."""
         if isinstance(self.pool, ProcessPool):
             return await self.pool.run(batches)
-        return await self.pool.run(fn, batches)
+        return await self.pool.run(fn, batches, lone)
+
+    def _execute_lone(self, fn: Callable[[list[Batch]], list[Outcome]],
+                      batches: list[Batch]) -> Awaitable[list[Outcome]]:  # fmt: skip
+        if isinstance(self.pool, ProcessPool):
+            return self.pool.run(batches)
+        return self.pool.run(fn, batches, True)
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -379,12 +392,17 @@ class ModelServer:
             "pool": self.spec.pool,
             **self._process_stats(),
             "longest_predict_s": round(self.pool.longest(), 3),
+            "lone": self._lone_stats(),
             "payload": None if p is None else {
                 "written": p.logged, "pending": p.pending, "dropped": dict(p.dropped),
                 "failing": p.failing, "last_error": p.last_error,
             },
             "process": self.metrics.usage.snapshot(),
         }  # fmt: skip
+
+    def _lone_stats(self) -> dict[str, int] | None:
+        driver = self.pool.lone if isinstance(self.pool, WorkerPool) else None
+        return None if driver is None else {"paused": driver.paused, "rescued": driver.rescued}
 
     def _process_stats(self) -> dict[str, Any]:
         pool = self.pool

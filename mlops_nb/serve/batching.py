@@ -1,7 +1,8 @@
 """Adaptive micro-batching: never wait for company, but share a predict when it is busy.
 
 A request that finds the model idle and no other request in flight goes straight to a
-worker thread (:meth:`Batcher.solo`; the server decides, see ``ModelServer._predict``),
+predict of its own (:meth:`Batcher.solo`, through ``solo_execute``: the server's runs it
+on the event loop's thread, paused; see ``ModelServer._predict``),
 and counts as a running batch. Otherwise requests go through the batcher: those that
 arrive while predicts are running queue up, and the next free worker takes all of them
 (up to ``max_rows``) as one vectorized call. Under no load
@@ -43,10 +44,12 @@ class Batcher(Generic[In, Out]):
         concurrency: int = 1,
         spill_after: float = 0.05,
         on_batch: Callable[[int], None] | None = None,
+        solo_execute: Execute | None = None,
     ) -> None:
         self._run = run
         self._size = size
         self._execute = execute
+        self._solo_execute = solo_execute or execute  # for solo(): nothing else in flight
         self.max_rows = max_rows
         self.concurrency = concurrency
         self.spill_after = spill_after
@@ -92,7 +95,7 @@ class Batcher(Generic[In, Out]):
         if self._on_batch is not None:
             self._on_batch(self._size(item))
         try:
-            out: Out = (await self._execute(self._run, [item]))[0]
+            out: Out = (await self._solo_execute(self._run, [item]))[0]
             return out
         finally:
             self._since.pop(me, None)

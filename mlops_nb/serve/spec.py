@@ -39,7 +39,9 @@ class ServeSpec:
     max_body_bytes: int = 10 * 1024 * 1024
     extra: dict[str, Any] = field(default_factory=dict)
     # Predictions run on `workers` threads (or processes: pool="processes", for models
-    # that hold the GIL; see mlops_nb.serve.processes); at most `max_queue` requests wait for one
+    # that hold the GIL; see mlops_nb.serve.processes), a lone request's on the event
+    # loop's own thread while the loop is paused and watched (mlops_nb.serve.driver), at
+    # most `workers` at once either way; at most `max_queue` requests wait for one
     # (then 503 with Retry-After); a request waits at most `timeout_s` (then 504); a
     # predict running longer than `stuck_after_s` makes the server report not ready.
     # (workers=0 predicts a lone request on the event loop: for benchmarks only.)

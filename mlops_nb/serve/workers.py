@@ -14,6 +14,15 @@ runs at once; waking it while holding the GIL (``queue.SimpleQueue`` forward,
 costs extra context switches each way. ``benchmarks/serve.py`` (``handoff``, one core):
 a median round trip of 12 µs, against 30 µs through ``loop.run_in_executor``.
 
+A lone request need not wake a thread at all: with a :class:`~.driver.LoopDriver` as
+``lone`` (the server's, see ``python -m mlops_nb.serve``), ``run(..., lone=True)`` predicts
+on the event loop's thread with the loop paused and watched, and falls back to a worker
+when that is not possible. It runs only when the pool is idle, and while it runs (a slow
+one, whose loop the driver's standby took over) workers start jobs only as long as at
+most ``workers`` predicts run at once, wherever they run: a model that is not safe to
+call concurrently is served with ``workers=1``. It counts in :attr:`running` and
+:meth:`longest`.
+
 A job running longer than ``stuck_after`` seconds makes :meth:`WorkerPool.stuck` true,
 so the server reports not ready and a router stops sending it work. A pool answers one
 event loop at a time (the server's).
@@ -34,14 +43,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .driver import LoopDriver
 
 T = TypeVar("T")
 _Job = tuple[Callable[[Any], Any], Any, "asyncio.Future[Any]"]
 _Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     # The request may have timed out (future cancelled) while the model kept running.
     if future.done():
         return
@@ -73,8 +85,12 @@ class WorkerPool:
         self._closed = False
         # One slot per thread, written by that thread only: no lock on the hot path.
         self._since: list[float | None] = [None] * workers
+        self._claimed = [False] * workers  # the thread has taken (or is taking) a job
+        self._waiting: list[asyncio.Future[Any] | None] = [None] * workers  # for room
         self._started = [0] * workers
         self.submitted = 0  # written on the event loop only
+        self.lone: LoopDriver | None = None  # predicts lone jobs on the loop's thread
+        self._room = threading.Lock()  # workers starting jobs beside a lone predict
         self._threads = [
             threading.Thread(target=self._work, args=(i,), name=f"{name}-{i}", daemon=True)
             for i in range(workers)
@@ -82,7 +98,11 @@ class WorkerPool:
         for t in self._threads:
             t.start()
 
-    async def run(self, fn: Callable[[Any], T], arg: Any) -> T:
+    async def run(self, fn: Callable[[Any], T], arg: Any, lone: bool = False) -> T:
+        """``fn(arg)`` on a worker thread; ``lone=True`` (nothing else is in flight) lets
+        the loop's own thread run it instead, when ``self.lone`` can."""
+        if lone and self.lone is not None and self._idle() and self.lone.available():
+            return await self.lone.run(fn, arg)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._attach(loop)
@@ -91,6 +111,11 @@ class WorkerPool:
         self._jobs.append((fn, arg, future))
         os.write(self._job_w, b"j")
         return await future
+
+    def _idle(self) -> bool:
+        """No job queued, taken or running (on the loop's thread: nothing can be handed
+        over meanwhile). A thread marks a job taken before it takes it from the queue."""
+        return not self._jobs and not any(self._claimed)
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Answer ``loop`` from now on (the first call, or a new loop after the old one)."""
@@ -111,23 +136,30 @@ class WorkerPool:
         while done:
             future, result, error = done.popleft()
             if future.get_loop() is loop:
-                _settle(future, result, error)
+                settle(future, result, error)
             else:  # a job handed over by a loop the pool no longer answers
                 with contextlib.suppress(RuntimeError):
-                    future.get_loop().call_soon_threadsafe(_settle, future, result, error)
+                    future.get_loop().call_soon_threadsafe(settle, future, result, error)
 
     def _work(self, index: int) -> None:
         while True:
             os.read(self._job_r, 1)
+            self._claimed[index] = True
             job = self._jobs.popleft()
             if job is None:
                 return
             fn, arg, future = job
+            lone = self.lone
+            if lone is not None and lone.running and not future.cancelled():
+                self._make_room(index, lone, future)
             if future.cancelled():  # its request timed out while it waited: nobody wants it
                 self._started[index] += 1
+                self._since[index] = None
+                self._claimed[index] = False
                 continue
             self._started[index] += 1
-            self._since[index] = time.monotonic()
+            if self._since[index] is None:
+                self._since[index] = time.monotonic()
             result: Any = None
             error: BaseException | None = None
             try:
@@ -136,11 +168,29 @@ class WorkerPool:
                 error = e
             finally:
                 self._since[index] = None
+                self._claimed[index] = False
             self._done.append((future, result, error))
             # A full pipe already holds a wake-up the loop has not read; a closed one
             # means the server is shutting down and nobody waits for this.
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(self._done_w, b"d")
+
+    def _make_room(self, index: int, lone: LoopDriver, future: asyncio.Future[Any]) -> None:
+        """Beside a (slow) lone predict: start only while fewer than ``workers`` predicts
+        run, the lone one included; poll until then (a rare wait: the loop's thread is
+        stuck in a predict and every other worker busy). On return ``_since`` is set, or
+        the job is no longer wanted."""
+        self._waiting[index] = future
+        try:
+            while not future.cancelled():
+                with self._room:  # two threads must not both take the last room
+                    others = sum(s is not None for i, s in enumerate(self._since) if i != index)
+                    if others + lone.running < self.workers:
+                        self._since[index] = time.monotonic()
+                        return
+                time.sleep(0.005)
+        finally:
+            self._waiting[index] = None
 
     @property
     def unstarted(self) -> int:
@@ -154,16 +204,19 @@ class WorkerPool:
         if not self.unstarted:
             return 0
         # A copy (one C call, so no thread's popleft runs inside it) to count from.
-        return sum(job is not None and not job[2].done() for job in list(self._jobs))
+        queued = sum(job is not None and not job[2].done() for job in list(self._jobs))
+        return queued + sum(f is not None and not f.done() for f in list(self._waiting))
 
     @property
     def running(self) -> int:
-        return sum(s is not None for s in self._since)
+        lone = self.lone.running if self.lone is not None else 0
+        return lone + sum(s is not None for s in self._since)
 
     def longest(self) -> float:
         """Seconds the oldest running job has been running (0 when idle)."""
         now = time.monotonic()
-        return max((now - s for s in self._since if s is not None), default=0.0)
+        lone = self.lone.longest() if self.lone is not None else 0.0
+        return max(lone, max((now - s for s in self._since if s is not None), default=0.0))
 
     def stuck(self, after: float) -> bool:
         """A job has been running for longer than ``after`` seconds. A hung thread cannot

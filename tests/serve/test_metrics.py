@@ -71,10 +71,11 @@ def test_process_resources_in_metrics_and_stats(fleet: Fleet) -> None:
 
     stats = server.client.get("/v2/health/stats").json()
     assert set(stats) == {
-        "ready", "stuck", "inflight", "queue", "workers", "longest_predict_s", "payload",
+        "ready", "stuck", "inflight", "queue", "workers", "longest_predict_s", "lone", "payload",
         "process", "pool", "worker_pids", "worker_restarts", "worker_failure",
     }  # fmt: skip
     assert (stats["pool"], stats["worker_pids"], stats["worker_restarts"]) == ("threads", [], 0)
+    assert stats["lone"]["paused"] >= 1  # the request above, predicted on the loop's thread
     assert sample(families, "mlops_worker_processes_resident_memory_bytes",
                   "mlops_worker_processes_resident_memory_bytes") == 0  # fmt: skip
     assert (stats["ready"], stats["stuck"], stats["queue"]) == (True, False, 0)

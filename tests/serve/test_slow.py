@@ -137,15 +137,23 @@ def test_requests_that_timed_out_while_queued_leave_the_queue(
 def test_predictions_of_timed_out_requests_do_not_pile_up(ws: mnb.Workspace, start: Any) -> None:
     """Behind a hung worker, each timed-out request leaves a job a free thread will skip;
     past 4 x max_queue of those, requests are refused until the worker frees up."""
-    server = start(ServeSpec.of(sleepy(ws), workers=1, max_queue=1, timeout_s=0.5, batching=False))
+    server = start(ServeSpec.of(sleepy(ws), workers=1, max_queue=1, timeout_s=1.0, batching=False))
+    # A lone request predicts on the loop's thread; one that comes meanwhile goes to the
+    # worker, which starts it once the first is done (one predict at a time): it hangs.
+    first: list[httpx.Response] = []
+    lone = in_background(server, 0.8, first)
+    wait_for(lambda: stats(server)["longest_predict_s"] > 0)
     slow: list[httpx.Response] = []
     hold = in_background(server, 8.0, slow)
+    lone.join(timeout=30)
+    assert first[0].status_code == 200 and stats(server)["lone"] == {"paused": 1, "rescued": 1}
     wait_for(lambda: stats(server)["longest_predict_s"] > 0)
     for _ in range(4):
-        assert_error(server.infer(body(0.0)), 504, "timeout_s=0.5")
+        assert_error(server.infer(body(0.0)), 504, "timeout_s=1")
     assert stats(server)["queue"] == 0  # none of them is waiting any more
     assert_error(server.infer(body(0.0)), 503, "timed-out requests wait for busy workers")
     hold.join(timeout=30)
+    assert_error(slow[0], 504, "timeout_s=1")
     # The freed thread skips the four (see test_workers), and requests are served again.
     wait_for(lambda: server.infer(body(0.0)).status_code == 200, timeout=30)
 
