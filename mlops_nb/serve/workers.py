@@ -1,7 +1,8 @@
 """Predictions off the event loop: a fixed pool of worker threads with a fast hand-off.
 
-The event loop only parses and answers HTTP; every predict runs on a worker thread, so a
-slow or hung model never stops health checks or other requests. Threads, not processes:
+The event loop only parses and answers HTTP; no predict runs on it (a worker thread, or
+for a lone request the loop's thread with the loop paused, see below), so a slow or
+hung model never stops health checks or other requests. Threads, not processes:
 scikit-learn and numpy release the GIL in their compiled parts, and a thread hand-off
 costs microseconds where a process would copy every batch. A model that holds the GIL in
 pure Python still leaves the loop its share (the interpreter switches threads every few
