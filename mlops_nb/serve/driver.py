@@ -130,13 +130,17 @@ class LoopDriver:
             t.start()
         # Lock waits let signal handlers run: the calling thread keeps its signals.
         self._done.wait()
-        if self._crash is not None:
-            raise RuntimeError(f"the event loop's thread failed: {self._crash!r}") from self._crash
+        crash = self._crash
+        if isinstance(crash, SystemExit | KeyboardInterrupt):
+            raise crash  # uvicorn's own exit (a port in use: sys.exit(3)), as it meant it
+        if crash is not None:
+            raise RuntimeError(f"the event loop's thread failed: {crash!r}") from crash
         out: T = task.result()
         return out
 
     def _guarded(self, target: Callable[[], None]) -> None:
-        """A thread's work; if it fails, the server ends with the error (not hangs)."""
+        """A thread's work. If it fails, :meth:`serve` raises the error in the calling
+        thread (it does not hang, and the thread does not report it a second time)."""
         try:
             target()
         except BaseException as e:
@@ -145,7 +149,9 @@ class LoopDriver:
                     self._crash = e
                     self._done.set()
                 self._cond.notify_all()
-            raise
+            with contextlib.suppress(Exception):  # another thread may still run it
+                if not self.loop.is_running():
+                    self.loop.close()
 
     def _drive(self) -> None:
         """Run the loop until the server ends or this thread loses it to the standby."""

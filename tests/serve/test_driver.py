@@ -7,6 +7,9 @@ slow model is a job blocked on an Event the test releases.
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +19,12 @@ from typing import Any
 import pytest
 import uvloop
 
+import mlops_nb as mnb
 from mlops_nb.serve.driver import LoopDriver
+from mlops_nb.serve.spec import ServeSpec
 from mlops_nb.serve.workers import WorkerPool
+
+from .conftest import register_doubler
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop,
@@ -235,3 +242,29 @@ def test_the_pool_counts_a_lone_predict_against_its_workers(new_loop: Any) -> No
     finally:
         pool.close()
     assert most == 1
+
+
+def test_a_system_exit_from_the_server_ends_serve_as_it_is(new_loop: Any) -> None:
+    async def startup_fails() -> None:
+        await asyncio.sleep(0)
+        raise SystemExit(3)  # what uvicorn does when it cannot bind its port
+
+    with pytest.raises(SystemExit) as exit_info:
+        LoopDriver(new_loop()).serve(startup_fails())
+    assert exit_info.value.code == 3
+
+
+def test_a_server_whose_port_is_taken_exits_as_uvicorn_does(
+    ws: mnb.Workspace, tmp_path: Path
+) -> None:
+    spec = ServeSpec.of(register_doubler(ws)).write(tmp_path / "spec.json")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "mlops_nb.serve", "--spec", str(spec), "--port", str(port)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr
+    assert "address already in use" in done.stderr and "Traceback" not in done.stderr
