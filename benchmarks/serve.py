@@ -984,6 +984,9 @@ def handoff_cost(rounds: int = 20_000) -> dict[str, Any]:
     def noop(x: Any) -> Any:
         return x
 
+    async def inline() -> Any:
+        return noop(1)
+
     async def timed(call: Any) -> float:
         samples = []
         for _ in range(rounds):
@@ -996,10 +999,6 @@ def handoff_cost(rounds: int = 20_000) -> dict[str, Any]:
         pool = WorkerPool(2)
         executor = ThreadPoolExecutor(max_workers=1)
         loop = asyncio.get_running_loop()
-
-        async def inline() -> Any:
-            return noop(1)
-
         try:
             return {
                 "inline_us_p50": await timed(inline),
@@ -1016,9 +1015,6 @@ def handoff_cost(rounds: int = 20_000) -> dict[str, Any]:
     driver = LoopDriver(uvloop.new_event_loop())
 
     async def on_loop_thread() -> dict[str, float]:
-        async def inline() -> Any:
-            return noop(1)
-
         while not driver.available():  # its standby starts watching
             await asyncio.sleep(0.001)
         return {

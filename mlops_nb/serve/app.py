@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -107,7 +108,7 @@ class ModelServer:
         self.payload_log: PayloadLog | None = None
         self.batcher: Batcher[Batch, Outcome] | None = (
             Batcher(self.predictor.predict, lambda b: b.rows, self._execute,
-                    solo_execute=self._execute_lone,
+                    solo_execute=functools.partial(self._execute, lone=True),
                     max_rows=spec.max_batch, concurrency=self.pool.workers,
                     # Processes do not share a GIL: every one may run a batch at once.
                     spill_after=0.0 if spec.pool == "processes" else 0.05,
@@ -195,9 +196,8 @@ class ModelServer:
         self.metrics.batch_sizes.observe(batch.rows)
         if self._inline:
             return self.predictor.predict([batch])[0]
-        if self._active == 1 and self.pool.running == 0:
-            return (await self._execute_lone(self.predictor.predict, [batch]))[0]
-        return (await self._execute(self.predictor.predict, [batch]))[0]
+        lone = self._active == 1  # the pool also checks that it has nothing running
+        return (await self._execute(self.predictor.predict, [batch], lone))[0]
 
     async def _execute(self, fn: Callable[[list[Batch]], list[Outcome]],
                        batches: list[Batch], lone: bool = False) -> list[Outcome]:  # fmt: skip
@@ -206,12 +206,6 @@ class ModelServer:
         if isinstance(self.pool, ProcessPool):
             return await self.pool.run(batches)
         return await self.pool.run(fn, batches, lone)
-
-    def _execute_lone(self, fn: Callable[[list[Batch]], list[Outcome]],
-                      batches: list[Batch]) -> Awaitable[list[Outcome]]:  # fmt: skip
-        if isinstance(self.pool, ProcessPool):
-            return self.pool.run(batches)
-        return self.pool.run(fn, batches, True)
 
     # -- HTTP ----------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .workers import settle
+from .workers import call, settle
 
 T = TypeVar("T")
 _Job = tuple[Callable[[Any], Any], Any, "asyncio.Future[Any]"]
@@ -174,14 +174,7 @@ class LoopDriver:
                 self._job = None
                 self.paused += 1
             fn, arg, future = job
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = fn(arg)
-            except Exception as e:
-                error = e
-            except BaseException as e:  # SystemExit from a model: on the loop, it would stop it
-                error = RuntimeError(f"{type(e).__name__} raised while predicting: {e}")
+            result, error = call(fn, arg)
             with self._lock:
                 del self._predicting[me]
                 mine = self._runner == me

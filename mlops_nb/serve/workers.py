@@ -64,6 +64,18 @@ def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None
         future.set_result(result)
 
 
+def call(fn: Callable[[Any], Any], arg: Any) -> tuple[Any, BaseException | None]:
+    """``fn(arg)``'s result and error, for whoever settles its future. A SystemExit (or
+    other BaseException) from a model is an error of its request: left to propagate, it
+    would end the thread that ran it (a worker, or the loop's)."""
+    try:
+        return fn(arg), None
+    except Exception as e:
+        return None, e
+    except BaseException as e:
+        return None, RuntimeError(f"{type(e).__name__} raised while predicting: {e}")
+
+
 class WorkerPool:
     """``workers`` threads running ``fn(arg)`` jobs handed over from the event loop."""
 
@@ -161,15 +173,9 @@ class WorkerPool:
             self._started[index] += 1
             if self._since[index] is None:
                 self._since[index] = time.monotonic()
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = fn(arg)
-            except Exception as e:
-                error = e
-            finally:
-                self._since[index] = None
-                self._claimed[index] = False
+            result, error = call(fn, arg)
+            self._since[index] = None
+            self._claimed[index] = False
             self._done.append((future, result, error))
             # A full pipe already holds a wake-up the loop has not read; a closed one
             # means the server is shutting down and nobody waits for this.

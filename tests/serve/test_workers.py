@@ -69,9 +69,16 @@ def test_pool_passes_errors_and_refuses_no_workers() -> None:
     def boom(_: object) -> None:
         raise KeyError("x")
 
+    def leave(_: object) -> None:
+        raise SystemExit(3)
+
     try:
         with pytest.raises(KeyError):
             asyncio.run(pool.run(boom, None))
+        # A model's SystemExit fails its request; the one worker lives on for the next.
+        with pytest.raises(RuntimeError, match="SystemExit raised while predicting: 3"):
+            asyncio.run(pool.run(leave, None))
+        assert asyncio.run(pool.run(len, "ok")) == 2
     finally:
         pool.close()
     with pytest.raises(ValueError, match="at least 1"):
